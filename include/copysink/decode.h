@@ -1,0 +1,94 @@
+/*
+ * decode.h - msgpack entries to binary COPY tuples
+ *
+ * A Kafka message value is one msgpack map (one entry) or an array of maps (entries that travel
+ * together). The decoder validates each entry against a table spec and appends it to the batch
+ * as one tuple of PostgreSQL's binary COPY format, plus the bytes of its conflict key (used by
+ * the batch to deduplicate). An entry that fails validation is not appended; the caller gets a
+ * reason code and a message and sends the entry to the dead-letter topic.
+ *
+ * Nothing here talks to PostgreSQL or Kafka, and no SQL is ever built from message data.
+ */
+#ifndef COPYSINK_DECODE_H
+#define COPYSINK_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "copysink/buf.h"
+#include "copysink/tablespec.h"
+
+/* Why an entry or a message was rejected; cs_reason_name() gives the dead-letter header value. */
+typedef enum cs_reason {
+	CS_REASON_OK = 0,
+	CS_REASON_MALFORMED,      /* not valid msgpack, truncated, or trailing bytes */
+	CS_REASON_NOT_A_MAP,      /* the entry (or the message) is not a map */
+	CS_REASON_MISSING_FIELD,  /* a required field is absent or nil */
+	CS_REASON_WRONG_TYPE,     /* a field has a msgpack type the column cannot take */
+	CS_REASON_EMBEDDING_DIM,  /* embedding of the wrong dimension */
+	CS_REASON_NOT_FINITE,     /* NaN or an infinity where a number must be finite */
+	CS_REASON_INVALID_UTF8,   /* text that is not valid UTF-8 */
+	CS_REASON_NUL_BYTE,       /* text containing a NUL byte */
+	CS_REASON_OUT_OF_RANGE,   /* integer outside the column's range */
+	CS_REASON_TOO_DEEP,       /* nesting deeper than the limit */
+	CS_REASON_TOO_LARGE,      /* message, field or entry count above the limit */
+	CS_REASON_DB_REJECTED,    /* PostgreSQL refused the row (set by the writer, not the decoder) */
+	CS_REASON_NO_TABLE,       /* message from a topic no table reads (set by the consumer) */
+	CS_REASON__COUNT
+} cs_reason_t;
+
+/* Stable lower-case name of a reason, e.g. "missing_field". Never NULL. */
+const char *cs_reason_name(cs_reason_t reason);
+
+typedef struct cs_decode_limits {
+	size_t max_message_bytes; /* larger message values are rejected whole (TOO_LARGE) */
+	int max_entries;          /* entries per message */
+	int max_depth;            /* nesting depth inside metadata/state maps */
+	size_t max_field_bytes;   /* one text/jsonb field after encoding */
+} cs_decode_limits_t;
+
+/* Sensible defaults: 16 MiB message, 100000 entries, depth 32, 1 MiB field. */
+void cs_decode_limits_default(cs_decode_limits_t *limits);
+
+typedef struct cs_decoder cs_decoder_t;
+
+/* Create a decoder (it keeps its parse memory between messages).
+ * @returns the decoder, or NULL when out of memory. Free with cs_decoder_destroy(). */
+cs_decoder_t *cs_decoder_new(const cs_decode_limits_t *limits);
+
+/* Free the decoder. NULL is a no-op. */
+void cs_decoder_destroy(cs_decoder_t *dec);
+
+/*
+ * Parse one message value. Previous parse results are released.
+ * @returns the number of entries (>= 1) on success, or -1 when the whole message is rejected;
+ *          then *reason is set and errstr holds a message such as
+ *          "message is not valid msgpack: truncated at byte 17".
+ */
+CS_MUSTCHECK int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len,
+				cs_reason_t *reason, char *errstr, size_t errstr_size);
+
+/*
+ * Validate entry `i` of the message last opened and append it to `tuples` as one binary COPY
+ * tuple (field count, then each field's length and bytes, in spec column order; a missing
+ * optional field is NULL) and its conflict key to `keys` (the key columns' encoded values, each
+ * preceded by its 4-byte length). On rejection neither buffer changes.
+ * @returns CS_REASON_OK, or the reason with a message in errstr naming the field, e.g.
+ *          "field \"embedding\" has 383 values, expected 384".
+ *          Out of memory returns CS_REASON__COUNT (the caller treats it as fatal).
+ */
+CS_MUSTCHECK cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec,
+					 cs_buf_t *tuples, cs_buf_t *keys, char *errstr,
+					 size_t errstr_size);
+
+/*
+ * The msgpack bytes of entry `i` of the message last opened (for the dead-letter topic when the
+ * message held several entries), appended to `out`.
+ * @returns 0, or -1 when out of memory.
+ */
+CS_MUSTCHECK int cs_decode_entry_bytes(cs_decoder_t *dec, int i, cs_buf_t *out);
+
+/* Number of map keys that matched no column, summed since the decoder was created. */
+uint64_t cs_decoder_unknown_fields(const cs_decoder_t *dec);
+
+#endif /* COPYSINK_DECODE_H */

@@ -1,0 +1,27 @@
+/*
+ * kafkaconf.h - librdkafka configuration from the [kafka] section
+ */
+#ifndef COPYSINK_KAFKACONF_H
+#define COPYSINK_KAFKACONF_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "copysink/config.h"
+
+/*
+ * Build a librdkafka configuration from cfg->kafka. For a producer, consumer-only keys
+ * (group.id, enable.auto.commit, auto.offset.reset, ...) are left out. Routes librdkafka's own
+ * log lines through the copysink logger.
+ * @returns the configuration (the caller owns it until rd_kafka_new takes it), or NULL with
+ *          errstr naming the key librdkafka refused.
+ */
+rd_kafka_conf_t *cs_kafkaconf_new(const cs_config_t *cfg, bool producer, char *errstr,
+				  size_t errstr_size);
+
+/* Set key=value unless cfg->kafka sets key. @returns 0, or -1 with errstr. */
+int cs_kafkaconf_default(rd_kafka_conf_t *conf, const cs_config_t *cfg, const char *key,
+			 const char *value, char *errstr, size_t errstr_size);
+
+#endif /* COPYSINK_KAFKACONF_H */

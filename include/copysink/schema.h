@@ -1,0 +1,55 @@
+/*
+ * schema.h - the target tables in PostgreSQL: creating them and checking them against the specs
+ *
+ * `copysink migrate` creates the tables of the specs and the worker's bookkeeping table
+ * (copysink_offsets) idempotently. At start-up the worker reads each table's real column types
+ * from the catalog and picks each column's binary COPY encoding from them; a table that does not
+ * match its spec is a start-up error naming the table and the column.
+ */
+#ifndef COPYSINK_SCHEMA_H
+#define COPYSINK_SCHEMA_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "copysink/tablespec.h"
+
+/* The bookkeeping table: the next offset of every partition, per consumer group. */
+#define CS_OFFSETS_TABLE "copysink_offsets"
+
+/* Facts about a resolved table that the merge needs. */
+typedef struct cs_table_shape {
+	bool has_created_at; /* a created_at column exists (left to its default on insert) */
+	bool has_updated_at; /* an updated_at column exists (set to now() by DO UPDATE) */
+} cs_table_shape_t;
+
+/*
+ * Create the spec's tables (embedding as vector(N) when the pgvector extension is available or
+ * installed, real[] otherwise) and the bookkeeping table, in one transaction under an advisory
+ * lock so that workers migrating at once do not collide. Existing tables are left as they are.
+ * @returns 0, or -1 with the server's message in errstr.
+ */
+__attribute__((warn_unused_result)) int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs,
+							  int nspecs, char *errstr,
+							  size_t errstr_size);
+
+/*
+ * Read `spec`'s table from the catalog, check it against the spec (every column present with a
+ * compatible type, NOT NULL columns required by the spec, a unique index on exactly the conflict
+ * key, no other NOT NULL column without a default) and set each column's enc and elem_oid.
+ * @returns 0, or -1 with errstr such as
+ *   table "public.patterns" column "confidence" has type text, expected double precision
+ */
+__attribute__((warn_unused_result)) int cs_schema_resolve(PGconn *conn, cs_tablespec_t *spec,
+							  cs_table_shape_t *shape, char *errstr,
+							  size_t errstr_size);
+
+/* Check that the bookkeeping table exists. @returns 0, or -1 with errstr. */
+__attribute__((warn_unused_result)) int cs_schema_check_offsets(PGconn *conn, char *errstr,
+								size_t errstr_size);
+
+/* Write the quoted identifier "a""b" of `name` into out (size >= 2*strlen+3). */
+void cs_schema_quote(char *out, size_t size, const char *name);
+
+#endif /* COPYSINK_SCHEMA_H */

@@ -1,0 +1,41 @@
+/*
+ * worker.h - the main loop: consume -> decode -> batch -> copy/merge -> commit
+ *
+ * One thread runs the loop: it polls the Kafka consumer, decodes each message into the batch
+ * (invalid entries go to the dead-letter topic), and writes the batch when max_rows, max_bytes
+ * or linger_ms is reached: dead letters flushed, then one PostgreSQL transaction that also
+ * stores the partitions' next offsets, then the same offsets committed to Kafka.
+ * Partitions are sought to their stored offsets when assigned; a rebalance that revokes
+ * partitions first writes what the batch holds for them.
+ */
+#ifndef COPYSINK_WORKER_H
+#define COPYSINK_WORKER_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#include "copysink/config.h"
+#include "copysink/err.h"
+
+typedef struct cs_worker cs_worker_t;
+
+/*
+ * Create the worker: PostgreSQL connection (tables checked), dead-letter producer, consumer
+ * subscribed to the tables' topics. `cfg` must outlive the worker; its specs get their column
+ * encodings from the catalog.
+ * @returns the worker, or NULL with errstr (*err says whether retrying could help).
+ */
+cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_err_t *err, char *errstr, size_t errstr_size);
+
+/*
+ * Run until *stop becomes non-zero, then write what is pending within the shutdown grace
+ * period, leave the group and return.
+ * @returns CS_OK after a clean stop, CS_ERR_FATAL with errstr otherwise.
+ */
+cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr,
+		       size_t errstr_size);
+
+/* Close the consumer (leaving the group), the producer and the connection. NULL is a no-op. */
+void cs_worker_destroy(cs_worker_t *w);
+
+#endif /* COPYSINK_WORKER_H */

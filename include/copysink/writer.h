@@ -1,0 +1,97 @@
+/*
+ * writer.h - one batch, one PostgreSQL transaction: COPY into staging, merge, offsets, commit
+ *
+ * For each table with rows: binary COPY of the batch's live tuples into a temporary staging
+ * table (created once per connection, ON COMMIT DELETE ROWS), then one
+ * INSERT ... SELECT ... ON CONFLICT (DO UPDATE for `update` tables, leaving rows whose values did
+ * not change untouched; DO NOTHING for `skip`). Then the next offset of every partition in the
+ * batch goes into copysink_offsets, fenced: the update only applies where the stored offset is
+ * still the one this worker last saw, otherwise the transaction rolls back (CS_ERR_FENCED).
+ *
+ * When COPY or the merge fails because of the data (SQLSTATE classes 22 and 23, and 54000), the
+ * writer bisects the table's rows inside the transaction with savepoints until the bad rows are
+ * isolated; those are reported through the reject callback and left out, and the rest commit.
+ *
+ * Not thread-safe: one thread owns a writer.
+ */
+#ifndef COPYSINK_WRITER_H
+#define COPYSINK_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "copysink/batch.h"
+#include "copysink/err.h"
+#include "copysink/tablespec.h"
+
+typedef struct cs_writer cs_writer_t;
+
+/* A row PostgreSQL rejected: table index, the row (its message is in the batch), the SQLSTATE
+ * and the server's message. Called before the transaction commits; the callback must queue
+ * the dead letter and return 0, or return -1 to make the write fail (retriable). */
+typedef int (*cs_writer_reject_fn)(void *opaque, int table, const cs_batch_row_t *row,
+				   const char *sqlstate, const char *message);
+
+/* Per-table figures of the last committed batch. */
+typedef struct cs_writer_table_stats {
+	uint64_t rows;     /* rows sent with COPY */
+	uint64_t merged;   /* rows inserted or updated by the merge */
+	uint64_t rejected; /* rows PostgreSQL rejected */
+	uint64_t bytes;    /* COPY bytes sent */
+} cs_writer_table_stats_t;
+
+/*
+ * Create a writer for `specs` (the writer sets each column's encoding when it connects, so the
+ * specs must be writable and outlive it). `group_id` scopes the stored offsets.
+ * @returns the writer (not yet connected), or NULL when out of memory.
+ */
+cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspecs,
+			   const char *group_id);
+
+/* Close the connection and free the writer. NULL is a no-op. */
+void cs_writer_destroy(cs_writer_t *w);
+
+/*
+ * Connect if not connected: open the connection, check every table against its spec, create
+ * the staging tables and prepare the merge statements.
+ * @returns CS_OK; CS_ERR_RETRIABLE when PostgreSQL cannot be reached; CS_ERR_FATAL when a table
+ *          does not match its spec or the bookkeeping table is missing. errstr says why.
+ */
+__attribute__((warn_unused_result)) cs_err_t cs_writer_connect(cs_writer_t *w, char *errstr,
+							       size_t errstr_size);
+
+/* Drop the connection (the next call reconnects). */
+void cs_writer_disconnect(cs_writer_t *w);
+
+/*
+ * Read the stored next offset of topic/partition for this group into *next (-1 when none).
+ * @returns CS_OK, or CS_ERR_RETRIABLE / CS_ERR_FATAL with errstr.
+ */
+__attribute__((warn_unused_result)) cs_err_t cs_writer_stored_offset(cs_writer_t *w,
+								     const char *topic,
+								     int32_t partition,
+								     int64_t *next, char *errstr,
+								     size_t errstr_size);
+
+/*
+ * Write batch `b` in one transaction. `expected[i]` is the stored offset this worker expects for
+ * the batch's partition i (cs_batch_parts order), -1 when none was stored. Rows PostgreSQL
+ * rejects are killed in the batch and reported through `reject`.
+ * @returns CS_OK once committed; CS_ERR_FENCED when a partition's stored offset moved (rolled
+ *          back); CS_ERR_RETRIABLE for infrastructure errors (rolled back, connection dropped
+ *          when broken); CS_ERR_FATAL for anything else. errstr says why.
+ */
+__attribute__((warn_unused_result)) cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b,
+							     const int64_t *expected,
+							     cs_writer_reject_fn reject,
+							     void *opaque, char *errstr,
+							     size_t errstr_size);
+
+/* Figures of table t in the last committed batch. */
+const cs_writer_table_stats_t *cs_writer_table_stats(const cs_writer_t *w, int t);
+
+/* Class of a SQLSTATE: CS_ERR_DATA (22xxx, 23xxx, 54000), CS_ERR_RETRIABLE (08xxx, 40001,
+ * 40P01, 53xxx, 57Pxx, 58xxx), CS_ERR_FATAL otherwise. NULL (no SQLSTATE) is retriable. */
+cs_err_t cs_writer_classify(const char *sqlstate);
+
+#endif /* COPYSINK_WRITER_H */

@@ -1,0 +1,75 @@
+/*
+ * kafkaconf.c - librdkafka configuration from the [kafka] section
+ */
+#include "copysink/kafkaconf.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "copysink/log.h"
+
+/* Keys that only a consumer understands; a producer would warn about each. */
+static const char *const consumer_only[] = {
+	"group.id", "group.instance.id", "enable.auto.commit", "auto.commit.interval.ms",
+	"auto.offset.reset", "enable.auto.offset.store", "partition.assignment.strategy",
+	"session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
+	"enable.partition.eof", "fetch.min.bytes", "fetch.wait.max.ms", "fetch.max.bytes",
+	"max.partition.fetch.bytes", "fetch.message.max.bytes", "queued.min.messages",
+	"queued.max.messages.kbytes", "isolation.level", "check.crcs", "group.protocol.type",
+	"allow.auto.create.topics", "coordinator.query.interval.ms",
+};
+
+/* True when key is consumer-only. */
+static bool is_consumer_only(const char *key)
+{
+	for (size_t i = 0; i < sizeof(consumer_only) / sizeof(consumer_only[0]); i++)
+		if (strcmp(consumer_only[i], key) == 0)
+			return true;
+	return false;
+}
+
+/* librdkafka's log, through our logger (levels are syslog levels). */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	cs_log_level_t l = level <= 3 ? CS_LOG_ERROR : level <= 4 ? CS_LOG_WARNING
+				     : level <= 6 ? CS_LOG_INFO : CS_LOG_DEBUG;
+
+	cs_log_fields(l, buf, "source", "librdkafka", "facility", fac, "client",
+		      rk ? rd_kafka_name(rk) : "", NULL);
+}
+
+rd_kafka_conf_t *cs_kafkaconf_new(const cs_config_t *cfg, bool producer, char *errstr,
+				  size_t errstr_size)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char why[512];
+
+	for (int i = 0; i < cfg->nkafka; i++) {
+		if (producer && is_consumer_only(cfg->kafka[i].key))
+			continue;
+		if (rd_kafka_conf_set(conf, cfg->kafka[i].key, cfg->kafka[i].value, why,
+				      sizeof(why)) != RD_KAFKA_CONF_OK) {
+			snprintf(errstr, errstr_size, "invalid [kafka] setting \"%s\": %s",
+				 cfg->kafka[i].key, why);
+			rd_kafka_conf_destroy(conf);
+			return NULL;
+		}
+	}
+	rd_kafka_conf_set_log_cb(conf, log_cb);
+	return conf;
+}
+
+int cs_kafkaconf_default(rd_kafka_conf_t *conf, const cs_config_t *cfg, const char *key,
+			 const char *value, char *errstr, size_t errstr_size)
+{
+	char why[512];
+
+	for (int i = 0; i < cfg->nkafka; i++)
+		if (strcmp(cfg->kafka[i].key, key) == 0)
+			return 0;
+	if (rd_kafka_conf_set(conf, key, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+		snprintf(errstr, errstr_size, "could not set Kafka setting \"%s\": %s", key, why);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,272 @@
+/*
+ * main.c - the copysink command: run, migrate, check, produce
+ *
+ * Only this file exits the process. Exit codes: 0 success, 1 runtime failure (PostgreSQL or
+ * Kafka unusable, a check failed), 2 usage or configuration error.
+ */
+#include <getopt.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "copysink/check.h"
+#include "copysink/config.h"
+#include "copysink/log.h"
+#include "copysink/produce.h"
+#include "copysink/schema.h"
+#include "copysink/worker.h"
+
+#define EXIT_USAGE 2
+#define MAX_OVERRIDES 64
+
+extern char **environ;
+
+/* Set by the signal handler: 1 after the first SIGTERM/SIGINT. */
+static volatile sig_atomic_t stop_requested = 0;
+
+/* First signal: stop gracefully. Second: leave at once (only async-signal-safe calls). */
+static void on_signal(int sig)
+{
+	if (stop_requested)
+		_exit(128 + sig);
+	stop_requested = 1;
+}
+
+/* Options shared by the subcommands. */
+typedef struct options {
+	const char *config;
+	char *overrides[MAX_OVERRIDES];
+	int noverrides;
+	const char *table;
+	const char *topic;
+	bool print_config;
+} options_t;
+
+static const char usage_text[] =
+	"copysink - load msgpack entries from Kafka into PostgreSQL with binary COPY merges\n"
+	"\n"
+	"Usage:\n"
+	"  copysink run     -c FILE [-o SECTION.KEY=VALUE ...]   consume and load (the worker)\n"
+	"  copysink migrate -c FILE                             create the tables and bookkeeping\n"
+	"  copysink check   -c FILE [--print-config]            check config, PostgreSQL, Kafka, tables\n"
+	"  copysink produce -c FILE --table T [--topic X] [FILE.jsonl | -]\n"
+	"                                                       publish JSON lines as msgpack entries\n"
+	"  copysink --version | --help | help config\n"
+	"\n"
+	"Options:\n"
+	"  -c, --config FILE        INI configuration file (see conf/copysink.ini)\n"
+	"  -o, --set S.K=V          override a key, e.g. -o batch.max_rows=5000\n"
+	"      --print-config       print the effective configuration (secrets masked)\n"
+	"  -h, --help               this help; \"copysink help config\" lists every key\n"
+	"\n"
+	"Precedence: defaults < file < environment (COPYSINK_SECTION_KEY) < -o options.\n"
+	"Exit status: 0 ok, 1 failure, 2 usage or configuration error.\n";
+
+/* Print the usage to `out`. */
+static void usage(FILE *out)
+{
+	fputs(usage_text, out);
+}
+
+/* Parse the options after the subcommand. @returns 0, 1 for --help, -1 on error. */
+static int parse_options(int argc, char **argv, options_t *opt)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 'o'},
+		{"table", required_argument, NULL, 't'},  {"topic", required_argument, NULL, 'T'},
+		{"print-config", no_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			opt->config = optarg;
+			break;
+		case 'o':
+			if (opt->noverrides == MAX_OVERRIDES) {
+				fprintf(stderr, "copysink: too many -o options (at most %d)\n", MAX_OVERRIDES);
+				return -1;
+			}
+			opt->overrides[opt->noverrides++] = optarg;
+			break;
+		case 't':
+			opt->table = optarg;
+			break;
+		case 'T':
+			opt->topic = optarg;
+			break;
+		case 'p':
+			opt->print_config = true;
+			break;
+		case 'h':
+			return 1;
+		default:
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Load the configuration and set up logging. @returns 0, or -1 after printing why. */
+static int load_config(cs_config_t *cfg, const options_t *opt)
+{
+	char errstr[1024];
+
+	cs_config_init(cfg);
+	if (cs_config_load(cfg, opt->config, environ, opt->overrides, opt->noverrides, errstr,
+			   sizeof(errstr)) != 0) {
+		fprintf(stderr, "copysink: %s\n", errstr);
+		return -1;
+	}
+	if (cs_log_setup(cfg->log_format, cfg->log_level) != 0) {
+		fprintf(stderr, "copysink: invalid log_format or log_level\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* `copysink run`: the worker. */
+static int cmd_run(cs_config_t *cfg)
+{
+	struct sigaction sa;
+	cs_worker_t *w;
+	cs_err_t err;
+	char errstr[1024];
+
+	if (cfg->ntables == 0) {
+		cs_error("no [table NAME] section in the configuration: nothing to consume");
+		return EXIT_USAGE;
+	}
+	/* 1. signals first, so a SIGTERM during start-up is not lost */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	/* 2. PostgreSQL (tables checked), dead-letter producer, consumer; order matters: the
+	 *    consumer's rebalance callback reads stored offsets through the connection */
+	w = cs_worker_new(cfg, &err, errstr, sizeof(errstr));
+	if (w == NULL) {
+		cs_error("%s", errstr);
+		return err == CS_ERR_FATAL ? EXIT_USAGE : EXIT_FAILURE;
+	}
+	cs_info("copysink %s started: %d table(s), max_rows=%lld max_bytes=%lld linger_ms=%lld",
+		COPYSINK_VERSION, cfg->ntables, (long long)cfg->batch_max_rows,
+		(long long)cfg->batch_max_bytes, (long long)cfg->batch_linger_ms);
+	/* 3. the loop, until a signal; it drains the pending batch before returning */
+	err = cs_worker_run(w, &stop_requested, errstr, sizeof(errstr));
+	if (err != CS_OK)
+		cs_error("%s", errstr);
+	/* 4. leave the group, flush the dead-letter producer, close the connection */
+	cs_worker_destroy(w);
+	cs_info("copysink stopped");
+	return err == CS_OK ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* `copysink migrate`: create the tables and the bookkeeping table. */
+static int cmd_migrate(cs_config_t *cfg)
+{
+	PGconn *conn = PQconnectdb(cfg->pg_conninfo ? cfg->pg_conninfo : "");
+	char errstr[1024];
+	int rc = EXIT_SUCCESS;
+
+	if (PQstatus(conn) != CONNECTION_OK) {
+		cs_error("could not connect to PostgreSQL: %s", PQerrorMessage(conn));
+		PQfinish(conn);
+		return EXIT_FAILURE;
+	}
+	if (cs_schema_migrate(conn, cfg->tables, cfg->ntables, errstr, sizeof(errstr)) != 0) {
+		cs_error("migration failed: %s", errstr);
+		rc = EXIT_FAILURE;
+	} else {
+		for (int t = 0; t < cfg->ntables; t++) {
+			cs_table_shape_t shape;
+			if (cs_schema_resolve(conn, &cfg->tables[t], &shape, errstr, sizeof(errstr)) !=
+			    0) {
+				cs_error("%s", errstr);
+				rc = EXIT_FAILURE;
+			}
+		}
+		if (rc == EXIT_SUCCESS)
+			cs_info("migrated: %d table(s) and \"%s\" ready", cfg->ntables,
+				CS_OFFSETS_TABLE);
+	}
+	PQfinish(conn);
+	return rc;
+}
+
+/* `copysink produce`: JSON lines to msgpack entries on a topic. */
+static int cmd_produce(cs_config_t *cfg, const options_t *opt, int argc, char **argv)
+{
+	const char *path = optind < argc ? argv[optind] : NULL;
+	char errstr[1024];
+
+	if (opt->table == NULL) {
+		fprintf(stderr, "copysink produce: --table is required\n");
+		return EXIT_USAGE;
+	}
+	if (cs_produce_run(cfg, opt->table, opt->topic, path, errstr, sizeof(errstr)) != 0) {
+		fprintf(stderr, "copysink produce: %s\n", errstr);
+		return EXIT_FAILURE;
+	}
+	return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+	options_t opt = {0};
+	cs_config_t cfg;
+	const char *cmd;
+	int rc;
+
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		if (argc >= 3 && strcmp(argv[1], "help") == 0 && strcmp(argv[2], "config") == 0) {
+			cs_config_help(stdout);
+			return EXIT_SUCCESS;
+		}
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? EXIT_USAGE : EXIT_SUCCESS;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		printf("copysink %s (librdkafka %s, libpq %d)\n", COPYSINK_VERSION,
+		       rd_kafka_version_str(), PQlibVersion());
+		return EXIT_SUCCESS;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "check") != 0 &&
+	    strcmp(cmd, "produce") != 0) {
+		fprintf(stderr, "copysink: unknown command \"%s\"\n\n", cmd);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	rc = parse_options(argc - 1, argv + 1, &opt);
+	if (rc != 0) {
+		usage(rc > 0 ? stdout : stderr);
+		return rc > 0 ? EXIT_SUCCESS : EXIT_USAGE;
+	}
+	optind += 1; /* parse_options saw argv + 1 */
+	if (load_config(&cfg, &opt) != 0) {
+		cs_config_cleanup(&cfg);
+		return EXIT_USAGE;
+	}
+	if (opt.print_config)
+		cs_config_print(&cfg, stdout);
+	if (strcmp(cmd, "run") == 0)
+		rc = cmd_run(&cfg);
+	else if (strcmp(cmd, "migrate") == 0)
+		rc = cmd_migrate(&cfg);
+	else if (strcmp(cmd, "check") == 0)
+		rc = cs_check_run(&cfg, stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	else
+		rc = cmd_produce(&cfg, &opt, argc, argv);
+	cs_config_cleanup(&cfg);
+	return rc;
+}

@@ -1,0 +1,376 @@
+/*
+ * schema.c - creating the target tables and checking them against the specs
+ *
+ * Identifiers come only from the configuration and are always quoted; no SQL is built from
+ * message data.
+ */
+#include "copysink/schema.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SQL_MAX 16384
+#define FLOAT4OID 700
+#define TEXTOID 25
+
+void cs_schema_quote(char *out, size_t size, const char *name)
+{
+	size_t o = 0;
+
+	if (size < 3) {
+		if (size > 0)
+			out[0] = '\0';
+		return;
+	}
+	out[o++] = '"';
+	for (; *name != '\0' && o + 3 < size; name++) {
+		if (*name == '"')
+			out[o++] = '"';
+		out[o++] = *name;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+}
+
+/* Append printf output to sql (size SQL_MAX); @returns -1 when it does not fit. */
+static int sql_add(char *sql, size_t *len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int sql_add(char *sql, size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(sql + *len, SQL_MAX - *len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= SQL_MAX - *len)
+		return -1;
+	*len += (size_t)n;
+	return 0;
+}
+
+/* Run a command; @returns 0, or -1 with the server's message in errstr. */
+static int exec_ok(PGconn *conn, const char *sql, char *errstr, size_t errstr_size)
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	int rc = 0;
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		char *nl;
+		snprintf(errstr, errstr_size, "%s", PQerrorMessage(conn));
+		nl = strchr(errstr, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* Write `"schema"."name"` into out. */
+static void qualified(char *out, size_t size, const cs_tablespec_t *spec)
+{
+	char s[2 * CS_MAX_NAME + 3], n[2 * CS_MAX_NAME + 3];
+
+	cs_schema_quote(s, sizeof(s), spec->schema);
+	cs_schema_quote(n, sizeof(n), spec->name);
+	snprintf(out, size, "%s.%s", s, n);
+}
+
+/* True when the pgvector extension is installed or can be. */
+static bool have_vector(PGconn *conn)
+{
+	PGresult *res = PQexec(conn, "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'");
+	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+
+	PQclear(res);
+	return ok;
+}
+
+/* Build the CREATE TABLE IF NOT EXISTS statement of a spec. */
+static int create_sql(const cs_tablespec_t *spec, bool vector, char *sql)
+{
+	char q[2 * CS_MAX_NAME + 3], table[4 * CS_MAX_NAME + 8];
+	size_t len = 0;
+	bool first = true;
+
+	qualified(table, sizeof(table), spec);
+	if (sql_add(sql, &len, "CREATE TABLE IF NOT EXISTS %s (", table) != 0)
+		return -1;
+	for (int i = 0; i < spec->ncols; i++) {
+		const cs_column_t *col = &spec->cols[i];
+		char type[32];
+
+		if (col->type == CS_COL_EMBEDDING && vector)
+			snprintf(type, sizeof(type), "vector(%d)", spec->dim);
+		else
+			snprintf(type, sizeof(type), "%s", cs_coltype_sql(col->type));
+		cs_schema_quote(q, sizeof(q), col->name);
+		if (sql_add(sql, &len, "%s %s%s, ", q, type, col->required ? " NOT NULL" : "") != 0)
+			return -1;
+	}
+	if (sql_add(sql, &len, "created_at timestamptz NOT NULL DEFAULT now(), "
+			       "updated_at timestamptz NOT NULL DEFAULT now()") != 0)
+		return -1;
+	if (cs_tablespec_nkeys(spec) > 0) {
+		if (sql_add(sql, &len, ", PRIMARY KEY (") != 0)
+			return -1;
+		for (int i = 0; i < spec->ncols; i++) {
+			if (!spec->cols[i].in_key)
+				continue;
+			cs_schema_quote(q, sizeof(q), spec->cols[i].name);
+			if (sql_add(sql, &len, "%s%s", first ? "" : ", ", q) != 0)
+				return -1;
+			first = false;
+		}
+		if (sql_add(sql, &len, ")") != 0)
+			return -1;
+	}
+	return sql_add(sql, &len, ")");
+}
+
+static const char offsets_ddl[] =
+	"CREATE TABLE IF NOT EXISTS " CS_OFFSETS_TABLE " ("
+	"group_id text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "
+	"next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+	"PRIMARY KEY (group_id, topic, partition))";
+
+int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs, int nspecs, char *errstr,
+		      size_t errstr_size)
+{
+	char *sql = malloc(SQL_MAX);
+	bool vector;
+	int rc = -1;
+
+	if (sql == NULL) {
+		snprintf(errstr, errstr_size, "out of memory");
+		return -1;
+	}
+	vector = have_vector(conn);
+	if (exec_ok(conn, "BEGIN", errstr, errstr_size) != 0)
+		goto fail;
+	/* one migration at a time, whichever worker runs it */
+	if (exec_ok(conn, "SELECT pg_advisory_xact_lock(hashtext('copysink migrate'))", errstr,
+		    errstr_size) != 0)
+		goto rollback;
+	if (vector &&
+	    exec_ok(conn, "CREATE EXTENSION IF NOT EXISTS vector", errstr, errstr_size) != 0)
+		goto rollback;
+	if (exec_ok(conn, offsets_ddl, errstr, errstr_size) != 0)
+		goto rollback;
+	for (int t = 0; t < nspecs; t++) {
+		if (create_sql(&specs[t], vector, sql) != 0) {
+			snprintf(errstr, errstr_size, "table \"%s\": definition too long",
+				 specs[t].name);
+			goto rollback;
+		}
+		if (exec_ok(conn, sql, errstr, errstr_size) != 0)
+			goto rollback;
+	}
+	rc = exec_ok(conn, "COMMIT", errstr, errstr_size);
+	goto fail;
+rollback:
+	PQclear(PQexec(conn, "ROLLBACK"));
+fail:
+	free(sql);
+	return rc;
+}
+
+/* Whether a catalog type name can hold a logical type; sets the encoding. */
+static bool type_fits(cs_column_t *col, const char *typname, unsigned elem_oid)
+{
+	col->enc = CS_ENC_DEFAULT;
+	col->elem_oid = elem_oid;
+	switch (col->type) {
+	case CS_COL_TEXT:
+		return strcmp(typname, "text") == 0 || strcmp(typname, "varchar") == 0;
+	case CS_COL_INT2:
+		return strcmp(typname, "int2") == 0;
+	case CS_COL_INT4:
+		return strcmp(typname, "int4") == 0;
+	case CS_COL_INT8:
+		return strcmp(typname, "int8") == 0;
+	case CS_COL_FLOAT4:
+		return strcmp(typname, "float4") == 0;
+	case CS_COL_FLOAT8:
+		return strcmp(typname, "float8") == 0;
+	case CS_COL_BOOL:
+		return strcmp(typname, "bool") == 0;
+	case CS_COL_JSONB:
+		if (strcmp(typname, "json") == 0)
+			col->enc = CS_ENC_JSON;
+		return strcmp(typname, "jsonb") == 0 || strcmp(typname, "json") == 0;
+	case CS_COL_TEXT_ARRAY:
+		return strcmp(typname, "_text") == 0 || strcmp(typname, "_varchar") == 0;
+	case CS_COL_EMBEDDING:
+		if (strcmp(typname, "vector") == 0) {
+			col->enc = CS_ENC_VECTOR;
+			return true;
+		}
+		col->enc = CS_ENC_FLOAT4_ARRAY;
+		col->elem_oid = FLOAT4OID;
+		return strcmp(typname, "_float4") == 0;
+	}
+	return false;
+}
+
+static const char columns_sql[] =
+	"SELECT a.attname, t.typname, COALESCE(et.oid, 0), a.attnotnull, a.atthasdef, "
+	"format_type(a.atttypid, a.atttypmod), a.atttypmod "
+	"FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+	"LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' "
+	"WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
+
+/* Check one catalog column against the spec. @returns 0, or -1 with errstr. */
+static int check_column(cs_tablespec_t *spec, cs_table_shape_t *shape, PGresult *res, int r,
+			const char *table, char *errstr, size_t errstr_size)
+{
+	const char *name = PQgetvalue(res, r, 0), *typname = PQgetvalue(res, r, 1);
+	bool notnull = PQgetvalue(res, r, 3)[0] == 't', hasdef = PQgetvalue(res, r, 4)[0] == 't';
+	int c = cs_tablespec_column(spec, name);
+	cs_column_t *col;
+
+	if (c < 0) {
+		if (strcmp(name, "created_at") == 0)
+			shape->has_created_at = true;
+		else if (strcmp(name, "updated_at") == 0)
+			shape->has_updated_at = true;
+		else if (notnull && !hasdef) {
+			snprintf(errstr, errstr_size,
+				 "table \"%s\" column \"%s\" is NOT NULL without a default but is "
+				 "not in the table spec",
+				 table, name);
+			return -1;
+		}
+		return 0;
+	}
+	col = &spec->cols[c];
+	if (!type_fits(col, typname, (unsigned)strtoul(PQgetvalue(res, r, 2), NULL, 10))) {
+		snprintf(errstr, errstr_size, "table \"%s\" column \"%s\" has type %s, expected %s",
+			 table, name, PQgetvalue(res, r, 5),
+			 col->type == CS_COL_EMBEDDING ? "vector or real[]" : cs_coltype_sql(col->type));
+		return -1;
+	}
+	if (col->enc == CS_ENC_VECTOR && atoi(PQgetvalue(res, r, 6)) != spec->dim) {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" column \"%s\" has type %s, expected vector(%d)", table, name,
+			 PQgetvalue(res, r, 5), spec->dim);
+		return -1;
+	}
+	if (notnull && !col->required) {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" column \"%s\" is NOT NULL but the table spec lets it be "
+			 "missing",
+			 table, name);
+		return -1;
+	}
+	col->name[CS_MAX_NAME - 1] = '\0';
+	return 0;
+}
+
+/* Check that a unique index covers exactly the key columns. */
+static int check_key(PGconn *conn, const cs_tablespec_t *spec, const char *table, char *errstr,
+		     size_t errstr_size)
+{
+	static const char sql[] =
+		"SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisunique "
+		"AND i.indpred IS NULL AND i.indexprs IS NULL AND ("
+		"SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a "
+		"WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = "
+		"(SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x)";
+	char keys[CS_MAX_COLUMNS * (CS_MAX_NAME * 2 + 3) + 3];
+	const char *params[2] = {table, keys};
+	size_t len = 0;
+	PGresult *res;
+	int rc = 0;
+
+	keys[len++] = '{';
+	for (int i = 0; i < spec->ncols; i++) {
+		if (!spec->cols[i].in_key)
+			continue;
+		if (len > 1)
+			keys[len++] = ',';
+		cs_schema_quote(keys + len, sizeof(keys) - len, spec->cols[i].name);
+		len += strlen(keys + len);
+	}
+	keys[len++] = '}';
+	keys[len] = '\0';
+	res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(errstr, errstr_size, "could not read the indexes of table \"%s\": %s", table,
+			 PQresultErrorMessage(res));
+		rc = -1;
+	} else if (PQntuples(res) == 0) {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" has no unique index on its conflict key (%s)", table, keys);
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int cs_schema_resolve(PGconn *conn, cs_tablespec_t *spec, cs_table_shape_t *shape,
+		      char *errstr, size_t errstr_size)
+{
+	char table[4 * CS_MAX_NAME + 8], plain[2 * CS_MAX_NAME + 2];
+	const char *params[1] = {table};
+	bool seen[CS_MAX_COLUMNS] = {false};
+	PGresult *res;
+	int rc = -1;
+
+	memset(shape, 0, sizeof(*shape));
+	qualified(table, sizeof(table), spec);
+	snprintf(plain, sizeof(plain), "%s.%s", spec->schema, spec->name);
+	res = PQexecParams(conn, columns_sql, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(errstr, errstr_size, "could not read table \"%s\" from the catalog: %s",
+			 plain, PQresultErrorMessage(res));
+		goto fail;
+	}
+	if (PQntuples(res) == 0) {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" does not exist (run \"copysink migrate\")", plain);
+		goto fail;
+	}
+	for (int r = 0; r < PQntuples(res); r++) {
+		int c = cs_tablespec_column(spec, PQgetvalue(res, r, 0));
+		if (check_column(spec, shape, res, r, plain, errstr, errstr_size) != 0)
+			goto fail;
+		if (c >= 0)
+			seen[c] = true;
+	}
+	for (int c = 0; c < spec->ncols; c++) {
+		if (!seen[c]) {
+			snprintf(errstr, errstr_size, "table \"%s\" has no column \"%s\"", plain,
+				 spec->cols[c].name);
+			goto fail;
+		}
+	}
+	if (cs_tablespec_nkeys(spec) > 0 && check_key(conn, spec, table, errstr, errstr_size) != 0)
+		goto fail;
+	rc = 0;
+fail:
+	PQclear(res);
+	return rc;
+}
+
+int cs_schema_check_offsets(PGconn *conn, char *errstr, size_t errstr_size)
+{
+	PGresult *res = PQexec(conn, "SELECT to_regclass('" CS_OFFSETS_TABLE "') IS NOT NULL");
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		snprintf(errstr, errstr_size, "could not check table \"%s\": %s", CS_OFFSETS_TABLE,
+			 PQresultErrorMessage(res));
+		rc = -1;
+	} else if (PQgetvalue(res, 0, 0)[0] != 't') {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" does not exist (run \"copysink migrate\")", CS_OFFSETS_TABLE);
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}

@@ -1,0 +1,735 @@
+/*
+ * worker.c - the main loop: consume -> decode -> batch -> copy/merge -> commit
+ */
+#include "copysink/worker.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "copysink/batch.h"
+#include "copysink/decode.h"
+#include "copysink/dlq.h"
+#include "copysink/kafkaconf.h"
+#include "copysink/log.h"
+#include "copysink/stats.h"
+#include "copysink/writer.h"
+
+#define ERRSTR 1024
+#define DLQ_FLUSH_MS 30000
+
+/* What this worker knows of an assigned partition. */
+typedef struct pstate {
+	char topic[CS_MAX_TOPIC];
+	int32_t partition;
+	int64_t stored; /* the stored next offset as of our last read or commit; -1 = none */
+} pstate_t;
+
+struct cs_worker {
+	cs_config_t *cfg;
+	rd_kafka_t *rk;
+	cs_dlq_t *dlq;
+	cs_writer_t *writer;
+	cs_decoder_t *dec;
+	cs_decoder_t *dec2; /* re-opens a message to dead-letter one of its entries */
+	cs_batch_t *batch;
+	pstate_t *parts;
+	int nparts, parts_cap;
+	int64_t *expected; /* scratch: expected offsets of the batch's partitions */
+	int expected_cap;
+	int64_t batch_start_ms; /* when the batch got its first message */
+	bool paused;
+	volatile sig_atomic_t *stop;
+	cs_stats_t stats, prev_stats;
+	int64_t stats_at_ms;
+	char errstr[ERRSTR];
+};
+
+/* Monotonic milliseconds. */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wall-clock milliseconds since the epoch. */
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Sleep for ms milliseconds. */
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/* The state of topic/partition, or NULL. */
+static pstate_t *pstate_find(cs_worker_t *w, const char *topic, int32_t partition)
+{
+	for (int i = 0; i < w->nparts; i++)
+		if (w->parts[i].partition == partition && strcmp(w->parts[i].topic, topic) == 0)
+			return &w->parts[i];
+	return NULL;
+}
+
+/* Record the stored offset of topic/partition. @returns 0, or -1 when out of memory. */
+static int pstate_set(cs_worker_t *w, const char *topic, int32_t partition, int64_t stored)
+{
+	pstate_t *p = pstate_find(w, topic, partition);
+
+	if (p == NULL) {
+		if (w->nparts == w->parts_cap) {
+			int cap = w->parts_cap ? w->parts_cap * 2 : 16;
+			pstate_t *np = realloc(w->parts, (size_t)cap * sizeof(*np));
+			if (np == NULL)
+				return -1;
+			w->parts = np;
+			w->parts_cap = cap;
+		}
+		p = &w->parts[w->nparts++];
+		memset(p, 0, sizeof(*p));
+		snprintf(p->topic, sizeof(p->topic), "%s", topic);
+		p->partition = partition;
+	}
+	p->stored = stored;
+	return 0;
+}
+
+/* Forget topic/partition. */
+static void pstate_remove(cs_worker_t *w, const char *topic, int32_t partition)
+{
+	pstate_t *p = pstate_find(w, topic, partition);
+
+	if (p != NULL)
+		*p = w->parts[--w->nparts];
+}
+
+/* Index of the table reading `topic`, or -1. */
+static int table_for_topic(const cs_worker_t *w, const char *topic)
+{
+	for (int t = 0; t < w->cfg->ntables; t++)
+		if (strcmp(w->cfg->tables[t].topic, topic) == 0)
+			return t;
+	return -1;
+}
+
+/* The dead-letter topic for entries of table t (or of an unknown topic when t < 0). */
+static const char *dlq_topic(const cs_worker_t *w, int t, const char *topic, char *buf,
+			     size_t size)
+{
+	if (t >= 0)
+		return cs_config_dlq_topic(w->cfg, &w->cfg->tables[t], buf, size);
+	if (w->cfg->dlq_topic != NULL && w->cfg->dlq_topic[0] != '\0')
+		snprintf(buf, size, "%s", w->cfg->dlq_topic);
+	else
+		snprintf(buf, size, "%s.dlq", topic);
+	return buf;
+}
+
+/* Queue one dead letter and count it. @returns 0, or -1 (retriable: the batch must not commit). */
+static int dead_letter(cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t reason)
+{
+	char topic[CS_MAX_TOPIC + 8];
+
+	dl->dlq_topic = dlq_topic(w, t, dl->topic, topic, sizeof(topic));
+	dl->table = t >= 0 ? w->cfg->tables[t].name : NULL;
+	dl->reason = cs_reason_name(reason);
+	cs_log_fields(CS_LOG_WARNING, "entry dead-lettered", "reason", dl->reason, "error",
+		      dl->error, "topic", dl->topic, "dlq_topic", dl->dlq_topic, NULL);
+	if (cs_dlq_send(w->dlq, dl, w->errstr, sizeof(w->errstr)) != 0)
+		return -1;
+	w->stats.dead_letters[reason]++;
+	return 0;
+}
+
+/* Decode every entry of the message into the batch; invalid ones become dead letters. */
+static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, int t, int part)
+{
+	const cs_tablespec_t *spec = &w->cfg->tables[t];
+	cs_buf_t *tuples = cs_batch_tuples(w->batch, t), *keys = cs_batch_keys(w->batch);
+	cs_dead_letter_t dl = {.topic = rd_kafka_topic_name(rkm->rkt), .partition = rkm->partition,
+			       .offset = rkm->offset, .entry = -1, .key = rkm->key,
+			       .key_len = rkm->key_len, .value = rkm->payload, .value_len = rkm->len};
+	char why[512];
+	cs_reason_t reason;
+	cs_buf_t one;
+	int n;
+
+	n = cs_decode_open(w->dec, rkm->payload, rkm->len, &reason, why, sizeof(why));
+	if (n < 0) {
+		dl.error = why;
+		return dead_letter(w, &dl, t, reason) == 0 ? CS_OK : CS_ERR_RETRIABLE;
+	}
+	for (int i = 0; i < n; i++) {
+		size_t tuple_start = tuples->len, key_start = keys->len;
+
+		reason = cs_decode_entry(w->dec, i, spec, tuples, keys, why, sizeof(why));
+		if (reason == CS_REASON_OK) {
+			if (cs_batch_push_row(w->batch, t, part, rkm->offset, i, tuple_start,
+					      key_start) != 0)
+				return CS_ERR_FATAL;
+			w->stats.entries++;
+			continue;
+		}
+		if (reason == CS_REASON__COUNT)
+			return CS_ERR_FATAL;
+		dl.error = why;
+		if (n == 1)
+			cs_buf_init(&one), dl.entry = -1;
+		else {
+			cs_buf_init(&one);
+			if (cs_decode_entry_bytes(w->dec, i, &one) != 0)
+				return CS_ERR_FATAL;
+			dl.entry = i;
+			dl.value = one.data;
+			dl.value_len = one.len;
+		}
+		if (dead_letter(w, &dl, t, reason) != 0) {
+			cs_buf_cleanup(&one);
+			return CS_ERR_RETRIABLE;
+		}
+		cs_buf_cleanup(&one);
+		dl.value = rkm->payload;
+		dl.value_len = rkm->len;
+	}
+	return CS_OK;
+}
+
+/* Take one consumed message into the batch. */
+static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
+{
+	const char *topic = rd_kafka_topic_name(rkm->rkt);
+	int t = table_for_topic(w, topic);
+	int part;
+
+	w->stats.messages++;
+	if (cs_batch_empty(w->batch))
+		w->batch_start_ms = now_ms();
+	part = cs_batch_add_message(w->batch, topic, rkm->partition, rkm->offset, rkm->key,
+				    rkm->key_len, rkm->payload, rkm->len, true);
+	if (part < 0)
+		return CS_ERR_FATAL;
+	if (t < 0 || rkm->payload == NULL) {
+		cs_dead_letter_t dl = {.topic = topic, .partition = rkm->partition,
+				       .offset = rkm->offset, .entry = -1, .key = rkm->key,
+				       .key_len = rkm->key_len, .value = rkm->payload,
+				       .value_len = rkm->len};
+		dl.error = t < 0 ? "no table reads this topic" : "message has no value";
+		return dead_letter(w, &dl, t, t < 0 ? CS_REASON_NO_TABLE : CS_REASON_MALFORMED) == 0
+			       ? CS_OK
+			       : CS_ERR_RETRIABLE;
+	}
+	return decode_message(w, rkm, t, part);
+}
+
+/* Writer callback: dead-letter a row PostgreSQL rejected, and wait for the broker's ack so
+ * the row is safe before the transaction commits without it. */
+static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char *sqlstate,
+		      const char *message)
+{
+	cs_worker_t *w = opaque;
+	const cs_batch_part_t *parts;
+	cs_dead_letter_t dl = {.offset = row->offset, .entry = -1, .sqlstate = sqlstate,
+			       .error = message};
+	cs_buf_t one;
+	cs_reason_t reason;
+	char why[256];
+	int nparts, rc = -1;
+
+	parts = cs_batch_parts(w->batch, &nparts);
+	dl.topic = parts[row->part].topic;
+	dl.partition = parts[row->part].partition;
+	cs_batch_row_message(w->batch, row, &dl.key, &dl.key_len, &dl.value, &dl.value_len);
+	cs_buf_init(&one);
+	/* one entry of several: dead-letter that entry's bytes, not the whole message */
+	if (cs_decode_open(w->dec2, dl.value, dl.value_len, &reason, why, sizeof(why)) > 1) {
+		if (cs_decode_entry_bytes(w->dec2, row->entry, &one) != 0)
+			goto fail;
+		dl.entry = row->entry;
+		dl.value = one.data;
+		dl.value_len = one.len;
+	}
+	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED) != 0)
+		goto fail;
+	if (cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr)) != CS_OK)
+		goto fail;
+	rc = 0;
+fail:
+	cs_buf_cleanup(&one);
+	return rc;
+}
+
+/* Re-read the stored offsets of the batch's partitions and seek there (after fencing). */
+static cs_err_t resync_partitions(cs_worker_t *w)
+{
+	const cs_batch_part_t *parts;
+	rd_kafka_topic_partition_list_t *list;
+	int nparts;
+	cs_err_t err = CS_OK;
+
+	parts = cs_batch_parts(w->batch, &nparts);
+	list = rd_kafka_topic_partition_list_new(nparts);
+	for (int i = 0; i < nparts && err == CS_OK; i++) {
+		int64_t stored;
+		if (parts[i].partition < 0 || pstate_find(w, parts[i].topic, parts[i].partition) == NULL)
+			continue;
+		err = cs_writer_stored_offset(w->writer, parts[i].topic, parts[i].partition, &stored,
+					      w->errstr, sizeof(w->errstr));
+		if (err != CS_OK || stored < 0)
+			continue;
+		if (pstate_set(w, parts[i].topic, parts[i].partition, stored) != 0)
+			err = CS_ERR_FATAL;
+		rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
+			stored;
+	}
+	if (err == CS_OK && list->cnt > 0) {
+		rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, list, 10000);
+		if (error != NULL) {
+			cs_warn("could not seek after fencing: %s", rd_kafka_error_string(error));
+			rd_kafka_error_destroy(error);
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+	return err;
+}
+
+/* Commit the batch's next offsets to Kafka too (for lag tools; PostgreSQL holds the truth). */
+static void commit_to_kafka(cs_worker_t *w)
+{
+	const cs_batch_part_t *parts;
+	rd_kafka_topic_partition_list_t *list;
+	int nparts;
+
+	parts = cs_batch_parts(w->batch, &nparts);
+	list = rd_kafka_topic_partition_list_new(nparts);
+	for (int i = 0; i < nparts; i++) {
+		if (parts[i].partition < 0 || pstate_find(w, parts[i].topic, parts[i].partition) == NULL)
+			continue;
+		rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
+			parts[i].next_offset;
+	}
+	if (list->cnt > 0)
+		rd_kafka_commit(w->rk, list, 1);
+	rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Log the committed batch: rows, bytes, duration and rows/s, per table. */
+static void log_batch(cs_worker_t *w, int64_t ms)
+{
+	char rows[32], bytes[32], dur[32], rate[32], tables[512];
+	uint64_t r = 0, by = 0;
+	size_t off = 0;
+
+	tables[0] = '\0';
+	for (int t = 0; t < w->cfg->ntables; t++) {
+		const cs_writer_table_stats_t *ts = cs_writer_table_stats(w->writer, t);
+		if (ts->rows == 0 && ts->rejected == 0)
+			continue;
+		r += ts->rows;
+		by += ts->bytes;
+		if (t < CS_STATS_MAX_TABLES) {
+			w->stats.rows_written[t] += ts->rows;
+			w->stats.rows_merged[t] += ts->merged;
+		}
+		if (off < sizeof(tables))
+			off += (size_t)snprintf(tables + off, sizeof(tables) - off,
+						"%s%s:%llu/%.0f/s", off ? "," : "",
+						w->cfg->tables[t].name, (unsigned long long)ts->rows,
+						ms > 0 ? (double)ts->rows * 1000.0 / (double)ms : 0.0);
+	}
+	snprintf(rows, sizeof(rows), "%llu", (unsigned long long)r);
+	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)by);
+	snprintf(dur, sizeof(dur), "%lld", (long long)ms);
+	snprintf(rate, sizeof(rate), "%.0f", ms > 0 ? (double)r * 1000.0 / (double)ms : 0.0);
+	cs_log_fields(CS_LOG_INFO, "batch committed", "rows", rows, "bytes", bytes, "ms", dur,
+		      "rows_per_s", rate, "tables", tables, NULL);
+}
+
+/* The stored offsets this worker expects for the batch's partitions. */
+static int fill_expected(cs_worker_t *w)
+{
+	const cs_batch_part_t *parts;
+	int nparts;
+
+	parts = cs_batch_parts(w->batch, &nparts);
+	if (nparts > w->expected_cap) {
+		int64_t *e = realloc(w->expected, (size_t)nparts * sizeof(*e));
+		if (e == NULL)
+			return -1;
+		w->expected = e;
+		w->expected_cap = nparts;
+	}
+	for (int i = 0; i < nparts; i++) {
+		const pstate_t *p = pstate_find(w, parts[i].topic, parts[i].partition);
+		w->expected[i] = p ? p->stored : -1;
+	}
+	return 0;
+}
+
+/* Write the batch (dead letters first, then the transaction), then commit to Kafka. */
+static cs_err_t flush(cs_worker_t *w)
+{
+	const cs_batch_part_t *parts;
+	int64_t t0;
+	int nparts;
+	cs_err_t err;
+
+	if (cs_batch_empty(w->batch))
+		return CS_OK;
+	err = cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr));
+	if (err != CS_OK)
+		return err;
+	if (fill_expected(w) != 0)
+		return CS_ERR_FATAL;
+	t0 = now_ms();
+	err = cs_writer_write(w->writer, w->batch, w->expected, reject_row, w, w->errstr,
+			      sizeof(w->errstr));
+	if (err == CS_ERR_FENCED) {
+		cs_log_fields(CS_LOG_WARNING, "batch dropped: partitions fenced", "error", w->errstr,
+			      NULL);
+		w->stats.fenced++;
+		err = resync_partitions(w);
+		cs_batch_reset(w->batch);
+		return err;
+	}
+	if (err != CS_OK)
+		return err;
+	parts = cs_batch_parts(w->batch, &nparts);
+	for (int i = 0; i < nparts; i++)
+		if (parts[i].partition >= 0 && pstate_find(w, parts[i].topic, parts[i].partition))
+			(void)pstate_set(w, parts[i].topic, parts[i].partition, parts[i].next_offset);
+	commit_to_kafka(w);
+	w->stats.batches++;
+	w->stats.last_commit_ms = wall_ms();
+	w->stats.batch_ms_total += (uint64_t)(now_ms() - t0);
+	log_batch(w, now_ms() - t0);
+	cs_batch_reset(w->batch);
+	return CS_OK;
+}
+
+/* Pause or resume every assigned partition (while a write is being retried). */
+static void set_paused(cs_worker_t *w, bool pause)
+{
+	rd_kafka_topic_partition_list_t *list = NULL;
+
+	if (w->paused == pause || rd_kafka_assignment(w->rk, &list) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	if (pause)
+		rd_kafka_pause_partitions(w->rk, list);
+	else
+		rd_kafka_resume_partitions(w->rk, list);
+	rd_kafka_topic_partition_list_destroy(list);
+	w->paused = pause;
+}
+
+/* Read the stored offsets of newly assigned partitions (retrying while PostgreSQL is down)
+ * and set them as the start positions. */
+static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
+{
+	int64_t backoff = w->cfg->retry_backoff_ms;
+
+	for (int i = 0; i < parts->cnt; i++) {
+		rd_kafka_topic_partition_t *p = &parts->elems[i];
+		int64_t stored = -1;
+		cs_err_t err;
+
+		while ((err = cs_writer_stored_offset(w->writer, p->topic, p->partition, &stored,
+						      w->errstr, sizeof(w->errstr))) != CS_OK &&
+		       !*w->stop) {
+			cs_warn("%s", w->errstr);
+			sleep_ms(backoff);
+			backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
+									 : backoff * 2;
+			if (cs_writer_connect(w->writer, w->errstr, sizeof(w->errstr)) != CS_OK)
+				cs_warn("%s", w->errstr);
+		}
+		p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
+		if (pstate_set(w, p->topic, p->partition, stored) != 0)
+			cs_error("out of memory tracking partition \"%s\" [%d]", p->topic, p->partition);
+		cs_info("partition \"%s\" [%d] assigned, starting at %s%lld", p->topic,
+			(int)p->partition, stored >= 0 ? "stored offset " : "committed/reset offset",
+			stored >= 0 ? (long long)stored : -1LL);
+	}
+}
+
+/* Revoked or lost partitions: write what the batch holds (unless lost), otherwise drop it. */
+static void on_revoke(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts, bool lost)
+{
+	if (!lost && !cs_batch_empty(w->batch)) {
+		cs_err_t err = flush(w);
+		if (err != CS_OK)
+			cs_log_fields(CS_LOG_WARNING, "could not write the batch before a rebalance",
+				      "error", w->errstr, NULL);
+	}
+	for (int i = 0; i < parts->cnt; i++) {
+		cs_batch_drop_partition(w->batch, parts->elems[i].topic, parts->elems[i].partition);
+		pstate_remove(w, parts->elems[i].topic, parts->elems[i].partition);
+		cs_info("partition \"%s\" [%d] %s", parts->elems[i].topic,
+			(int)parts->elems[i].partition, lost ? "lost" : "revoked");
+	}
+}
+
+/* librdkafka's rebalance callback (runs inside rd_kafka_consumer_poll on the loop's thread). */
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	cs_worker_t *w = opaque;
+	bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+	rd_kafka_error_t *error = NULL;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		on_assign(w, parts);
+		if (coop)
+			error = rd_kafka_incremental_assign(rk, parts);
+		else
+			rd_kafka_assign(rk, parts);
+	} else {
+		on_revoke(w, parts, rd_kafka_assignment_lost(rk));
+		if (coop)
+			error = rd_kafka_incremental_unassign(rk, parts);
+		else
+			rd_kafka_assign(rk, NULL);
+	}
+	if (error != NULL) {
+		cs_error("rebalance failed: %s", rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	}
+}
+
+/* Create the consumer with the worker's safe defaults and subscribe to the tables' topics. */
+static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
+{
+	rd_kafka_conf_t *conf = cs_kafkaconf_new(w->cfg, false, errstr, errstr_size);
+	rd_kafka_topic_partition_list_t *topics;
+	char why[512], kbytes[32];
+	rd_kafka_resp_err_t err;
+
+	if (conf == NULL)
+		return -1;
+	/* librdkafka's prefetch queue counts against the memory cap: size it to one batch */
+	snprintf(kbytes, sizeof(kbytes), "%lld", (long long)(w->cfg->batch_max_bytes / 1024));
+	if (rd_kafka_conf_get(conf, "group.id", why, &(size_t){sizeof(why)}) != RD_KAFKA_CONF_OK ||
+	    why[0] == '\0') {
+		snprintf(errstr, errstr_size, "[kafka] group.id is not set");
+		goto fail;
+	}
+	if (cs_kafkaconf_default(conf, w->cfg, "enable.auto.commit", "false", errstr, errstr_size) ||
+	    cs_kafkaconf_default(conf, w->cfg, "enable.auto.offset.store", "false", errstr,
+				 errstr_size) ||
+	    cs_kafkaconf_default(conf, w->cfg, "auto.offset.reset", "earliest", errstr,
+				 errstr_size) ||
+	    cs_kafkaconf_default(conf, w->cfg, "partition.assignment.strategy",
+				 "cooperative-sticky", errstr, errstr_size) ||
+	    cs_kafkaconf_default(conf, w->cfg, "queued.max.messages.kbytes", kbytes, errstr,
+				 errstr_size) ||
+	    cs_kafkaconf_default(conf, w->cfg, "client.id", "copysink", errstr, errstr_size))
+		goto fail;
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	rd_kafka_conf_set_opaque(conf, w);
+	w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+	if (w->rk == NULL) {
+		snprintf(errstr, errstr_size, "could not create the Kafka consumer: %s", why);
+		goto fail;
+	}
+	conf = NULL; /* owned by rk now */
+	rd_kafka_poll_set_consumer(w->rk);
+	topics = rd_kafka_topic_partition_list_new(w->cfg->ntables);
+	for (int t = 0; t < w->cfg->ntables; t++)
+		rd_kafka_topic_partition_list_add(topics, w->cfg->tables[t].topic,
+						  RD_KAFKA_PARTITION_UA);
+	err = rd_kafka_subscribe(w->rk, topics);
+	rd_kafka_topic_partition_list_destroy(topics);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(errstr, errstr_size, "could not subscribe: %s", rd_kafka_err2str(err));
+		return -1;
+	}
+	return 0;
+fail:
+	if (conf != NULL)
+		rd_kafka_conf_destroy(conf);
+	return -1;
+}
+
+cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_err_t *err, char *errstr, size_t errstr_size)
+{
+	cs_worker_t *w = calloc(1, sizeof(*w));
+	cs_decode_limits_t limits;
+	char group[256];
+	size_t glen = sizeof(group);
+
+	*err = CS_ERR_FATAL;
+	if (w == NULL) {
+		snprintf(errstr, errstr_size, "out of memory");
+		return NULL;
+	}
+	w->cfg = cfg;
+	group[0] = '\0';
+	for (int i = 0; i < cfg->nkafka; i++)
+		if (strcmp(cfg->kafka[i].key, "group.id") == 0)
+			snprintf(group, glen, "%s", cfg->kafka[i].value);
+	cs_decode_limits_default(&limits);
+	limits.max_message_bytes = (size_t)cfg->max_message_bytes;
+	w->dec = cs_decoder_new(&limits);
+	w->dec2 = cs_decoder_new(&limits);
+	w->batch = cs_batch_new(cfg->tables, cfg->ntables);
+	w->writer = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables,
+				  cfg->ntables, group);
+	if (w->dec == NULL || w->dec2 == NULL || w->batch == NULL || w->writer == NULL) {
+		snprintf(errstr, errstr_size, "out of memory");
+		goto fail;
+	}
+	*err = cs_writer_connect(w->writer, errstr, errstr_size);
+	if (*err != CS_OK)
+		goto fail;
+	*err = CS_ERR_FATAL;
+	w->dlq = cs_dlq_new(cfg, errstr, errstr_size);
+	if (w->dlq == NULL || make_consumer(w, errstr, errstr_size) != 0)
+		goto fail;
+	*err = CS_OK;
+	return w;
+fail:
+	cs_worker_destroy(w);
+	return NULL;
+}
+
+/* True when the batch must be written now. */
+static bool batch_due(const cs_worker_t *w, int64_t now)
+{
+	if (cs_batch_empty(w->batch))
+		return false;
+	return (int64_t)cs_batch_entries(w->batch) >= w->cfg->batch_max_rows ||
+	       (int64_t)cs_batch_bytes(w->batch) >= w->cfg->batch_max_bytes ||
+	       now - w->batch_start_ms >= w->cfg->batch_linger_ms;
+}
+
+/* Write the batch, retrying infrastructure errors with exponential backoff and jitter while
+ * the partitions are paused, until it commits, `deadline` passes (-1: none) or a stop. */
+static cs_err_t flush_with_retry(cs_worker_t *w, int64_t deadline)
+{
+	int64_t backoff = w->cfg->retry_backoff_ms;
+	cs_err_t err;
+
+	while ((err = flush(w)) == CS_ERR_RETRIABLE) {
+		int64_t wait = backoff / 2 + (int64_t)(rand() % (int)(backoff / 2 + 1));
+		w->stats.retries++;
+		cs_log_fields(CS_LOG_WARNING, "batch not written, will retry", "error", w->errstr,
+			      NULL);
+		set_paused(w, true);
+		if (deadline >= 0 && now_ms() + wait > deadline)
+			return CS_ERR_RETRIABLE;
+		if (*w->stop && deadline < 0)
+			return CS_ERR_RETRIABLE;
+		/* serve rebalances while waiting; messages still queued join the batch */
+		for (int64_t until = now_ms() + wait; now_ms() < until;) {
+			rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, 100);
+			if (rkm == NULL)
+				continue;
+			if (!rkm->err && take_message(w, rkm) == CS_ERR_FATAL) {
+				rd_kafka_message_destroy(rkm);
+				return CS_ERR_FATAL;
+			}
+			rd_kafka_message_destroy(rkm);
+		}
+		backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
+								 : backoff * 2;
+	}
+	if (err == CS_OK)
+		set_paused(w, false);
+	return err;
+}
+
+/* Handle one result of rd_kafka_consumer_poll(). */
+static cs_err_t handle(cs_worker_t *w, rd_kafka_message_t *rkm)
+{
+	cs_err_t err = CS_OK;
+
+	if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		err = take_message(w, rkm);
+	else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+		cs_log_fields(CS_LOG_WARNING, "consumer error", "error", rd_kafka_message_errstr(rkm),
+			      "topic", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "", NULL);
+	rd_kafka_message_destroy(rkm);
+	if (err == CS_ERR_RETRIABLE) {
+		cs_log_fields(CS_LOG_WARNING, "dead letter not queued, retrying", "error", w->errstr,
+			      NULL);
+		err = CS_OK; /* the flush waits for the dead-letter producer and retries */
+	}
+	return err;
+}
+
+cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr,
+		       size_t errstr_size)
+{
+	cs_err_t err = CS_OK;
+	int64_t deadline;
+
+	w->stop = stop;
+	w->stats_at_ms = now_ms();
+	while (!*stop && err != CS_ERR_FATAL) {
+		int64_t now = now_ms(), timeout = 100;
+		rd_kafka_message_t *rkm;
+
+		if (batch_due(w, now)) {
+			err = flush_with_retry(w, -1);
+			continue;
+		}
+		if (!cs_batch_empty(w->batch))
+			timeout = w->batch_start_ms + w->cfg->batch_linger_ms - now;
+		if (timeout > 100 || timeout < 0)
+			timeout = timeout < 0 ? 0 : 100;
+		rkm = rd_kafka_consumer_poll(w->rk, (int)timeout);
+		if (rkm != NULL)
+			err = handle(w, rkm);
+		w->stats.bytes_held = cs_batch_bytes(w->batch);
+		w->stats.unknown_fields = cs_decoder_unknown_fields(w->dec);
+		if (w->cfg->stats_interval_s > 0 &&
+		    now_ms() - w->stats_at_ms >= w->cfg->stats_interval_s * 1000) {
+			cs_stats_log(&w->stats, &w->prev_stats, (double)(now_ms() - w->stats_at_ms) / 1000.0,
+				     w->cfg->tables, w->cfg->ntables);
+			w->stats_at_ms = now_ms();
+		}
+	}
+	if (err == CS_ERR_FATAL) {
+		snprintf(errstr, errstr_size, "%s", w->errstr);
+		return err;
+	}
+	/* drain: write what is pending within the grace period */
+	deadline = now_ms() + w->cfg->shutdown_grace_ms;
+	cs_info("stopping: writing the pending batch (grace %lld ms)",
+		(long long)w->cfg->shutdown_grace_ms);
+	if (flush_with_retry(w, deadline) != CS_OK) {
+		cs_warn("pending batch not written before the grace period ended: it will be "
+			"consumed again: %s", w->errstr);
+		cs_batch_reset(w->batch);
+	}
+	return CS_OK;
+}
+
+void cs_worker_destroy(cs_worker_t *w)
+{
+	if (w == NULL)
+		return;
+	if (w->rk != NULL) {
+		/* leaving the group revokes the partitions; the batch is empty or dropped by now */
+		rd_kafka_consumer_close(w->rk);
+		rd_kafka_destroy(w->rk);
+	}
+	cs_dlq_destroy(w->dlq);
+	cs_writer_destroy(w->writer);
+	cs_batch_destroy(w->batch);
+	cs_decoder_destroy(w->dec);
+	cs_decoder_destroy(w->dec2);
+	free(w->parts);
+	free(w->expected);
+	free(w);
+}

@@ -1,0 +1,603 @@
+/*
+ * writer.c - one batch, one PostgreSQL transaction: COPY into staging, merge, offsets, commit
+ */
+#include "copysink/writer.h"
+
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "copysink/log.h"
+#include "copysink/schema.h"
+
+#define SQL_MAX 16384
+#define COPY_CHUNK (256 * 1024) /* bytes per PQputCopyData call */
+
+/* The statements of one table, built once per connection from its spec. */
+typedef struct table_sql {
+	char copy[SQL_MAX];  /* COPY staging (cols) FROM STDIN (FORMAT binary) */
+	char merge[SQL_MAX]; /* INSERT INTO target ... SELECT ... FROM staging ON CONFLICT ... */
+	char truncate[128];  /* TRUNCATE staging, between bisection steps */
+} table_sql_t;
+
+struct cs_writer {
+	char *conninfo;
+	char *group_id;
+	cs_tablespec_t *specs;
+	int nspecs;
+	PGconn *conn;
+	table_sql_t *sql;
+	cs_writer_table_stats_t *stats;
+	/* the SQLSTATE and message of the last failed statement */
+	char sqlstate[6];
+	char message[1024];
+};
+
+static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+static const char copy_trailer[2] = {'\377', '\377'};
+
+cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspecs,
+			   const char *group_id)
+{
+	cs_writer_t *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return NULL;
+	w->conninfo = strdup(conninfo);
+	w->group_id = strdup(group_id);
+	w->sql = calloc((size_t)nspecs + 1, sizeof(*w->sql));
+	w->stats = calloc((size_t)nspecs + 1, sizeof(*w->stats));
+	if (w->conninfo == NULL || w->group_id == NULL || w->sql == NULL || w->stats == NULL) {
+		cs_writer_destroy(w);
+		return NULL;
+	}
+	w->specs = specs;
+	w->nspecs = nspecs;
+	return w;
+}
+
+void cs_writer_destroy(cs_writer_t *w)
+{
+	if (w == NULL)
+		return;
+	cs_writer_disconnect(w);
+	free(w->conninfo);
+	free(w->group_id);
+	free(w->sql);
+	free(w->stats);
+	free(w);
+}
+
+void cs_writer_disconnect(cs_writer_t *w)
+{
+	if (w->conn != NULL)
+		PQfinish(w->conn);
+	w->conn = NULL;
+}
+
+cs_err_t cs_writer_classify(const char *sqlstate)
+{
+	if (sqlstate == NULL || sqlstate[0] == '\0')
+		return CS_ERR_RETRIABLE;
+	if (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
+	    strcmp(sqlstate, "54000") == 0)
+		return CS_ERR_DATA;
+	if (strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "40001") == 0 ||
+	    strcmp(sqlstate, "40P01") == 0 || strncmp(sqlstate, "53", 2) == 0 ||
+	    strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "58", 2) == 0 ||
+	    strcmp(sqlstate, "55P03") == 0)
+		return CS_ERR_RETRIABLE;
+	return CS_ERR_FATAL;
+}
+
+/* Remember the error of `res` (or of the connection) and return its class. A broken
+ * connection is always retriable, whatever the result says. */
+static cs_err_t note_error(cs_writer_t *w, PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	char *nl;
+
+	snprintf(w->sqlstate, sizeof(w->sqlstate), "%s", state ? state : "");
+	snprintf(w->message, sizeof(w->message), "%s", msg ? msg : PQerrorMessage(w->conn));
+	nl = strchr(w->message, '\n');
+	if (nl != NULL)
+		*nl = '\0';
+	if (PQstatus(w->conn) != CONNECTION_OK)
+		return CS_ERR_RETRIABLE;
+	return cs_writer_classify(state);
+}
+
+/* Run a command expecting COMMAND_OK or TUPLES_OK; on success *out gets the result when
+ * wanted (the caller clears it). */
+static cs_err_t run(cs_writer_t *w, const char *sql, PGresult **out)
+{
+	PGresult *res = PQexec(w->conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	cs_err_t err = CS_OK;
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		err = note_error(w, res);
+	if (err == CS_OK && out != NULL) {
+		*out = res;
+		return CS_OK;
+	}
+	PQclear(res);
+	return err;
+}
+
+/* Append printf output to buf of size SQL_MAX; @returns -1 when it does not fit. */
+static int add(char *buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int add(char *buf, size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *len, SQL_MAX - *len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= SQL_MAX - *len)
+		return -1;
+	*len += (size_t)n;
+	return 0;
+}
+
+/* Append the spec's quoted column list, each prefixed by `prefix`, separated by commas. */
+static int add_columns(char *buf, size_t *len, const cs_tablespec_t *spec, const char *prefix,
+		       bool keys_only)
+{
+	char q[2 * CS_MAX_NAME + 3];
+	bool first = true;
+
+	for (int i = 0; i < spec->ncols; i++) {
+		if (keys_only && !spec->cols[i].in_key)
+			continue;
+		cs_schema_quote(q, sizeof(q), spec->cols[i].name);
+		if (add(buf, len, "%s%s%s", first ? "" : ", ", prefix, q) != 0)
+			return -1;
+		first = false;
+	}
+	return 0;
+}
+
+/* The ON CONFLICT clause: DO NOTHING, or DO UPDATE of the update columns where one of them
+ * changed (json columns compared as text, json having no equality operator). */
+static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
+			const cs_table_shape_t *shape)
+{
+	char q[2 * CS_MAX_NAME + 3];
+	bool first = true;
+
+	if (spec->on_conflict == CS_CONFLICT_NONE)
+		return 0;
+	if (add(buf, len, " ON CONFLICT (") != 0 || add_columns(buf, len, spec, "", true) != 0)
+		return -1;
+	if (spec->on_conflict == CS_CONFLICT_SKIP)
+		return add(buf, len, ") DO NOTHING");
+	if (add(buf, len, ") DO UPDATE SET ") != 0)
+		return -1;
+	for (int i = 0; i < spec->ncols; i++) {
+		if (!spec->cols[i].update)
+			continue;
+		cs_schema_quote(q, sizeof(q), spec->cols[i].name);
+		if (add(buf, len, "%s%s = EXCLUDED.%s", first ? "" : ", ", q, q) != 0)
+			return -1;
+		first = false;
+	}
+	if (first) /* no update columns: nothing can change */
+		return add(buf, len, "%s = EXCLUDED.%s WHERE false", q, q);
+	if (shape->has_updated_at && add(buf, len, ", updated_at = now()") != 0)
+		return -1;
+	first = true;
+	if (add(buf, len, " WHERE ") != 0)
+		return -1;
+	for (int i = 0; i < spec->ncols; i++) {
+		const char *cast;
+		if (!spec->cols[i].update)
+			continue;
+		cast = spec->cols[i].enc == CS_ENC_JSON ? "::text" : "";
+		cs_schema_quote(q, sizeof(q), spec->cols[i].name);
+		if (add(buf, len, "%st.%s%s IS DISTINCT FROM EXCLUDED.%s%s", first ? "" : " OR ", q,
+			cast, q, cast) != 0)
+			return -1;
+		first = false;
+	}
+	return 0;
+}
+
+/* Build the COPY and merge statements of table t. */
+static int build_sql(cs_writer_t *w, int t, const cs_table_shape_t *shape)
+{
+	const cs_tablespec_t *spec = &w->specs[t];
+	table_sql_t *s = &w->sql[t];
+	char schema[2 * CS_MAX_NAME + 3], name[2 * CS_MAX_NAME + 3];
+	size_t len = 0;
+
+	cs_schema_quote(schema, sizeof(schema), spec->schema);
+	cs_schema_quote(name, sizeof(name), spec->name);
+	snprintf(s->truncate, sizeof(s->truncate), "TRUNCATE pg_temp.copysink_stage_%d", t);
+	if (add(s->copy, &len, "COPY pg_temp.copysink_stage_%d (", t) != 0 ||
+	    add_columns(s->copy, &len, spec, "", false) != 0 ||
+	    add(s->copy, &len, ") FROM STDIN (FORMAT binary)") != 0)
+		return -1;
+	len = 0;
+	if (add(s->merge, &len, "INSERT INTO %s.%s AS t (", schema, name) != 0 ||
+	    add_columns(s->merge, &len, spec, "", false) != 0 ||
+	    add(s->merge, &len, ") SELECT ") != 0 ||
+	    add_columns(s->merge, &len, spec, "", false) != 0 ||
+	    add(s->merge, &len, " FROM pg_temp.copysink_stage_%d", t) != 0 ||
+	    add_conflict(s->merge, &len, spec, shape) != 0)
+		return -1;
+	return 0;
+}
+
+/* Create the staging table of table t: same column types, emptied at every commit. */
+static cs_err_t create_staging(cs_writer_t *w, int t)
+{
+	const cs_tablespec_t *spec = &w->specs[t];
+	char sql[SQL_MAX], schema[2 * CS_MAX_NAME + 3], name[2 * CS_MAX_NAME + 3];
+	size_t len = 0;
+
+	cs_schema_quote(schema, sizeof(schema), spec->schema);
+	cs_schema_quote(name, sizeof(name), spec->name);
+	if (add(sql, &len,
+		"CREATE TEMP TABLE IF NOT EXISTS copysink_stage_%d ON COMMIT DELETE ROWS AS "
+		"SELECT ",
+		t) != 0 ||
+	    add_columns(sql, &len, spec, "", false) != 0 ||
+	    add(sql, &len, " FROM %s.%s WITH NO DATA", schema, name) != 0)
+		return CS_ERR_FATAL;
+	return run(w, sql, NULL);
+}
+
+/* Check every table, create the staging tables and build the statements. */
+static cs_err_t prepare_tables(cs_writer_t *w, char *errstr, size_t errstr_size)
+{
+	for (int t = 0; t < w->nspecs; t++) {
+		cs_table_shape_t shape;
+		cs_err_t err;
+
+		if (cs_schema_resolve(w->conn, &w->specs[t], &shape, errstr, errstr_size) != 0)
+			return PQstatus(w->conn) == CONNECTION_OK ? CS_ERR_FATAL : CS_ERR_RETRIABLE;
+		if (build_sql(w, t, &shape) != 0) {
+			snprintf(errstr, errstr_size, "table \"%s\": statement too long",
+				 w->specs[t].name);
+			return CS_ERR_FATAL;
+		}
+		err = create_staging(w, t);
+		if (err != CS_OK) {
+			snprintf(errstr, errstr_size,
+				 "could not create the staging table of \"%s\": %s", w->specs[t].name,
+				 w->message);
+			return err;
+		}
+	}
+	if (cs_schema_check_offsets(w->conn, errstr, errstr_size) != 0)
+		return CS_ERR_FATAL;
+	return CS_OK;
+}
+
+cs_err_t cs_writer_connect(cs_writer_t *w, char *errstr, size_t errstr_size)
+{
+	cs_err_t err;
+	char *nl;
+
+	if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK)
+		return CS_OK;
+	cs_writer_disconnect(w);
+	w->conn = PQconnectdb(w->conninfo);
+	if (w->conn == NULL) {
+		snprintf(errstr, errstr_size, "could not connect to PostgreSQL: out of memory");
+		return CS_ERR_RETRIABLE;
+	}
+	if (PQstatus(w->conn) != CONNECTION_OK) {
+		snprintf(errstr, errstr_size, "could not connect to PostgreSQL at \"%s:%s\": %s",
+			 PQhost(w->conn) ? PQhost(w->conn) : "", PQport(w->conn) ? PQport(w->conn) : "",
+			 PQerrorMessage(w->conn));
+		nl = strchr(errstr, '\n');
+		if (nl != NULL)
+			*nl = '\0';
+		cs_writer_disconnect(w);
+		return CS_ERR_RETRIABLE;
+	}
+	err = prepare_tables(w, errstr, errstr_size);
+	if (err != CS_OK)
+		cs_writer_disconnect(w);
+	return err;
+}
+
+cs_err_t cs_writer_stored_offset(cs_writer_t *w, const char *topic, int32_t partition,
+				 int64_t *next, char *errstr, size_t errstr_size)
+{
+	char part[16];
+	const char *params[3] = {w->group_id, topic, part};
+	PGresult *res;
+	cs_err_t err = CS_OK;
+
+	*next = -1;
+	snprintf(part, sizeof(part), "%d", (int)partition);
+	res = PQexecParams(w->conn,
+			   "SELECT next_offset FROM " CS_OFFSETS_TABLE
+			   " WHERE group_id = $1 AND topic = $2 AND partition = $3",
+			   3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		err = note_error(w, res);
+		snprintf(errstr, errstr_size, "could not read the stored offset of \"%s\" [%d]: %s",
+			 topic, (int)partition, w->message);
+	} else if (PQntuples(res) == 1) {
+		*next = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	}
+	PQclear(res);
+	return err;
+}
+
+/* Send `len` bytes of COPY data in chunks. */
+static int put_copy(PGconn *conn, const char *data, size_t len)
+{
+	while (len > 0) {
+		size_t n = len < COPY_CHUNK ? len : COPY_CHUNK;
+		if (PQputCopyData(conn, data, (int)n) != 1)
+			return -1;
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* COPY the rows idx[0..n) of table t into its staging table (contiguous tuples are sent in
+ * one call) and run the merge. */
+static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n)
+{
+	const cs_batch_table_t *tab = cs_batch_table(b, t);
+	PGresult *res = PQexec(w->conn, w->sql[t].copy);
+	size_t run_off = 0, run_len = 0;
+	cs_err_t err;
+
+	if (PQresultStatus(res) != PGRES_COPY_IN)
+		return (err = note_error(w, res)), PQclear(res), err;
+	PQclear(res);
+	if (put_copy(w->conn, copy_header, sizeof(copy_header)) != 0)
+		goto broken;
+	for (size_t i = 0; i < n; i++) {
+		const cs_batch_row_t *r = &tab->rows[idx[i]];
+		if (run_len > 0 && run_off + run_len == r->tuple_off) {
+			run_len += r->tuple_len;
+			continue;
+		}
+		if (run_len > 0 && put_copy(w->conn, tab->tuples.data + run_off, run_len) != 0)
+			goto broken;
+		run_off = r->tuple_off;
+		run_len = r->tuple_len;
+	}
+	if (run_len > 0 && put_copy(w->conn, tab->tuples.data + run_off, run_len) != 0)
+		goto broken;
+	if (put_copy(w->conn, copy_trailer, sizeof(copy_trailer)) != 0 ||
+	    PQputCopyEnd(w->conn, NULL) != 1)
+		goto broken;
+	res = PQgetResult(w->conn);
+	err = PQresultStatus(res) == PGRES_COMMAND_OK ? CS_OK : note_error(w, res);
+	PQclear(res);
+	while ((res = PQgetResult(w->conn)) != NULL)
+		PQclear(res);
+	if (err != CS_OK)
+		return err;
+	res = PQexec(w->conn, w->sql[t].merge);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		return (err = note_error(w, res)), PQclear(res), err;
+	w->stats[t].merged += strtoull(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return CS_OK;
+broken:
+	return note_error(w, NULL);
+}
+
+/* Run `sql` (a savepoint command) and report failure as the error's class. */
+static cs_err_t savepoint(cs_writer_t *w, const char *sql)
+{
+	return run(w, sql, NULL);
+}
+
+/* Isolate the bad rows among idx[0..n) (which together failed with a data error): try each
+ * half under a savepoint; a half that fails alone is split again, down to single rows. */
+static cs_err_t bisect(cs_writer_t *w, cs_batch_t *b, int t, size_t *idx, size_t n,
+		       cs_writer_reject_fn reject, void *opaque)
+{
+	size_t half[2] = {n / 2, n - n / 2};
+	size_t *part[2] = {idx, idx + n / 2};
+	cs_err_t err;
+
+	if (n == 1) {
+		const cs_batch_row_t *r = &cs_batch_table(b, t)->rows[idx[0]];
+		if (reject(opaque, t, r, w->sqlstate, w->message) != 0)
+			return CS_ERR_RETRIABLE;
+		w->stats[t].rejected++;
+		cs_batch_kill_row(b, t, idx[0]);
+		return CS_OK;
+	}
+	for (int h = 0; h < 2; h++) {
+		if (half[h] == 0)
+			continue;
+		err = savepoint(w, "SAVEPOINT copysink_bisect");
+		if (err != CS_OK)
+			return err;
+		err = copy_merge(w, b, t, part[h], half[h]);
+		if (err == CS_OK)
+			err = run(w, w->sql[t].truncate, NULL);
+		if (err == CS_OK) {
+			err = savepoint(w, "RELEASE SAVEPOINT copysink_bisect");
+			if (err != CS_OK)
+				return err;
+			continue;
+		}
+		if (err != CS_ERR_DATA)
+			return err;
+		err = savepoint(w, "ROLLBACK TO SAVEPOINT copysink_bisect");
+		if (err == CS_OK)
+			err = savepoint(w, "RELEASE SAVEPOINT copysink_bisect");
+		if (err == CS_OK)
+			err = bisect(w, b, t, part[h], half[h], reject, opaque);
+		if (err != CS_OK)
+			return err;
+	}
+	return CS_OK;
+}
+
+/* Write the live rows of table t: all at once, or by bisection after a data error. */
+static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reject_fn reject,
+			    void *opaque)
+{
+	const cs_batch_table_t *tab = cs_batch_table(b, t);
+	size_t *idx, n = 0;
+	cs_err_t err;
+
+	if (tab->live == 0)
+		return CS_OK;
+	idx = malloc(tab->live * sizeof(*idx));
+	if (idx == NULL)
+		return CS_ERR_FATAL;
+	for (size_t r = 0; r < tab->nrows; r++) {
+		if (tab->rows[r].live) {
+			idx[n++] = r;
+			w->stats[t].bytes += tab->rows[r].tuple_len;
+		}
+	}
+	w->stats[t].rows = n;
+	err = savepoint(w, "SAVEPOINT copysink_table");
+	if (err == CS_OK)
+		err = copy_merge(w, b, t, idx, n);
+	if (err == CS_ERR_DATA) {
+		cs_log_fields(CS_LOG_WARNING, "rows rejected by PostgreSQL, isolating them",
+			      "table", w->specs[t].name, "sqlstate", w->sqlstate, "error",
+			      w->message, NULL);
+		w->stats[t].merged = 0;
+		err = savepoint(w, "ROLLBACK TO SAVEPOINT copysink_table");
+		if (err == CS_OK)
+			err = bisect(w, b, t, idx, n, reject, opaque);
+	}
+	if (err == CS_OK)
+		err = savepoint(w, "RELEASE SAVEPOINT copysink_table");
+	free(idx);
+	return err;
+}
+
+/* Append a text[] / bigint[] literal element. */
+static int add_elem(char *buf, size_t *len, bool first, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int add_elem(char *buf, size_t *len, bool first, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (!first && add(buf, len, ",") != 0)
+		return -1;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *len, SQL_MAX - *len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= SQL_MAX - *len)
+		return -1;
+	*len += (size_t)n;
+	return 0;
+}
+
+static const char offsets_sql[] =
+	"WITH v AS (SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) "
+	"AS v(topic, partition, next_offset, expected)) "
+	"INSERT INTO " CS_OFFSETS_TABLE " AS o (group_id, topic, partition, next_offset) "
+	"SELECT $1, topic, partition, next_offset FROM v "
+	"ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
+	"next_offset = EXCLUDED.next_offset, updated_at = now() "
+	"WHERE o.next_offset = (SELECT expected FROM v WHERE v.topic = EXCLUDED.topic "
+	"AND v.partition = EXCLUDED.partition) RETURNING 1";
+
+/* Store the next offset of every partition of the batch, fenced by the expected offsets. */
+static cs_err_t store_offsets(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
+			      char *errstr, size_t errstr_size)
+{
+	static char arr[4][SQL_MAX];
+	size_t len[4] = {0, 0, 0, 0};
+	const char *params[5] = {w->group_id, arr[0], arr[1], arr[2], arr[3]};
+	const cs_batch_part_t *parts;
+	int nparts, n = 0;
+	PGresult *res;
+	cs_err_t err = CS_OK;
+
+	parts = cs_batch_parts(b, &nparts);
+	for (int i = 0; i < 4; i++)
+		arr[i][len[i]++] = '{';
+	for (int i = 0; i < nparts; i++) {
+		if (parts[i].partition < 0)
+			continue; /* dropped on revoke */
+		if (add_elem(arr[0], &len[0], n == 0, "\"%s\"", parts[i].topic) != 0 ||
+		    add_elem(arr[1], &len[1], n == 0, "%d", (int)parts[i].partition) != 0 ||
+		    add_elem(arr[2], &len[2], n == 0, "%lld", (long long)parts[i].next_offset) != 0 ||
+		    (expected[i] < 0 ? add_elem(arr[3], &len[3], n == 0, "NULL")
+				     : add_elem(arr[3], &len[3], n == 0, "%lld",
+						(long long)expected[i])) != 0) {
+			snprintf(errstr, errstr_size, "too many partitions in one batch");
+			return CS_ERR_FATAL;
+		}
+		n++;
+	}
+	if (n == 0)
+		return CS_OK;
+	for (int i = 0; i < 4; i++)
+		if (add(arr[i], &len[i], "}") != 0)
+			return CS_ERR_FATAL;
+	res = PQexecParams(w->conn, offsets_sql, 5, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		err = note_error(w, res);
+		snprintf(errstr, errstr_size, "could not store offsets: %s", w->message);
+	} else if (PQntuples(res) != n) {
+		err = CS_ERR_FENCED;
+		snprintf(errstr, errstr_size,
+			 "stored offsets of %d partition(s) moved since this worker read them: "
+			 "another worker owns them now",
+			 n - PQntuples(res));
+	}
+	PQclear(res);
+	return err;
+}
+
+cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
+			 cs_writer_reject_fn reject, void *opaque, char *errstr,
+			 size_t errstr_size)
+{
+	cs_err_t err;
+
+	memset(w->stats, 0, (size_t)w->nspecs * sizeof(*w->stats));
+	err = cs_writer_connect(w, errstr, errstr_size);
+	if (err != CS_OK)
+		return err;
+	err = run(w, "BEGIN", NULL);
+	for (int t = 0; t < w->nspecs && err == CS_OK; t++) {
+		err = write_table(w, b, t, reject, opaque);
+		if (err != CS_OK)
+			snprintf(errstr, errstr_size, "could not write to table \"%s\": %s%s%s",
+				 w->specs[t].name, w->message, w->sqlstate[0] ? " SQLSTATE " : "",
+				 w->sqlstate);
+	}
+	if (err == CS_OK)
+		err = store_offsets(w, b, expected, errstr, errstr_size);
+	if (err == CS_OK) {
+		err = run(w, "COMMIT", NULL);
+		if (err != CS_OK)
+			snprintf(errstr, errstr_size, "could not commit: %s", w->message);
+		if (err == CS_ERR_DATA) /* a deferred constraint: retrying cannot help */
+			err = CS_ERR_FATAL;
+	}
+	if (err != CS_OK && w->conn != NULL) {
+		if (PQstatus(w->conn) == CONNECTION_OK &&
+		    PQtransactionStatus(w->conn) != PQTRANS_IDLE)
+			PQclear(PQexec(w->conn, "ROLLBACK"));
+		if (PQstatus(w->conn) != CONNECTION_OK)
+			cs_writer_disconnect(w);
+	}
+	return err;
+}
+
+const cs_writer_table_stats_t *cs_writer_table_stats(const cs_writer_t *w, int t)
+{
+	return &w->stats[t];
+}

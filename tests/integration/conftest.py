@@ -1,0 +1,252 @@
+"""Fixtures for integration tests: a fresh database, fresh topics, the worker as a process.
+
+scripts/test.sh starts PostgreSQL and a Kafka broker and exports:
+  COPYSINK_TEST_PG_CONNINFO  libpq conninfo of the server's "postgres" database (superuser)
+  COPYSINK_TEST_KAFKA        bootstrap address of the broker
+  COPYSINK_BIN               the copysink binary under test (set by CTest)
+Each test gets its own database and topic names, so tests do not see each other's data.
+"""
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import psycopg2
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def _required_env(name):
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the integration tests through scripts/test.sh")
+    return value
+
+
+@pytest.fixture(scope="session")
+def pg_admin_conninfo():
+    return _required_env("COPYSINK_TEST_PG_CONNINFO")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    return _required_env("COPYSINK_TEST_KAFKA")
+
+
+@pytest.fixture(scope="session")
+def copysink_bin():
+    path = _required_env("COPYSINK_BIN")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"COPYSINK_BIN {path} is not executable")
+    return path
+
+
+@pytest.fixture
+def database(pg_admin_conninfo):
+    """A new empty database; yields its conninfo and drops it afterwards."""
+    name = "cs_" + uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(pg_admin_conninfo)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conninfo = _with_dbname(pg_admin_conninfo, name)
+    yield conninfo
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def _with_dbname(conninfo, dbname):
+    parts = [p for p in conninfo.split() if not p.startswith("dbname=")]
+    return " ".join(parts + [f"dbname={dbname}"])
+
+
+class Kafka:
+    """Topic creation, producing with delivery reports, reading topics back."""
+
+    def __init__(self, bootstrap):
+        self.bootstrap = bootstrap
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.prefix = "t" + uuid.uuid4().hex[:10]
+
+    def topic(self, name):
+        return f"{self.prefix}.{name}"
+
+    def create_topics(self, partitions_by_topic):
+        futures = self.admin.create_topics(
+            [NewTopic(t, num_partitions=n, replication_factor=1)
+             for t, n in partitions_by_topic.items()])
+        for f in futures.values():
+            f.result(timeout=60)
+        # wait until the metadata shows every partition with a leader
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            md = self.admin.list_topics(timeout=10)
+            if all(t in md.topics and len(md.topics[t].partitions) == n
+                   for t, n in partitions_by_topic.items()):
+                return
+            time.sleep(0.2)
+        raise AssertionError("topics did not appear in the metadata")
+
+    def produce(self, records):
+        """records: list of (topic, key bytes or None, value bytes or None).
+        Returns [(topic, partition, offset)] in the same order."""
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
+                             "linger.ms": 5, "compression.type": "lz4"})
+        results = [None] * len(records)
+
+        def report(i):
+            def cb(err, msg):
+                assert err is None, f"delivery failed: {err}"
+                results[i] = (msg.topic(), msg.partition(), msg.offset())
+            return cb
+
+        for i, (topic, key, value) in enumerate(records):
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value, on_delivery=report(i))
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            producer.poll(0)
+        assert producer.flush(60) == 0, "messages not delivered"
+        assert all(r is not None for r in results)
+        return results
+
+    def end_offsets(self, topic):
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "probe-" + uuid.uuid4().hex})
+        md = c.list_topics(topic, timeout=10)
+        ends = {}
+        for p in md.topics[topic].partitions:
+            _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends[p] = high
+        c.close()
+        return ends
+
+    def committed(self, group, topic, partitions):
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        got = c.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        c.close()
+        return {tp.partition: tp.offset for tp in got}
+
+    def read_all(self, topic, expected_count, timeout=60):
+        """Every message of `topic` from the beginning (waits for expected_count)."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        msgs = []
+        deadline = time.time() + timeout
+        while len(msgs) < expected_count and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            msgs.append(m)
+        # a little longer, to catch any extra message that should not be there
+        end = time.time() + 2
+        while time.time() < end:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                msgs.append(m)
+        c.close()
+        return msgs
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap):
+    return Kafka(kafka_bootstrap)
+
+
+class Worker:
+    """copysink run as a child process, its log kept in a file."""
+
+    def __init__(self, binary, config, log_path):
+        self.binary = binary
+        self.config = config
+        self.log_path = log_path
+        self.proc = None
+
+    def start(self, *extra):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.binary, "run", "-c", self.config, *extra],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, timeout=60):
+        """SIGTERM, wait; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.log.close()
+        self.proc = None
+        return rc
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        self.proc = None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+@pytest.fixture
+def workers(tmp_path, copysink_bin):
+    started = []
+
+    def make(config, name="worker"):
+        w = Worker(copysink_bin, config, str(tmp_path / f"{name}.log"))
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        if w.alive():
+            w.kill()
+
+
+def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra=""):
+    """tables: {name: (topic, on_conflict)}."""
+    batch = batch or {}
+    lines = [
+        "[kafka]",
+        f"bootstrap.servers = {bootstrap}",
+        f"group.id = {group}",
+        "",
+        "[postgres]",
+        f"conninfo = {conninfo}",
+        "",
+        "[batch]",
+        f"max_rows = {batch.get('max_rows', 1000)}",
+        f"max_bytes = {batch.get('max_bytes', 33554432)}",
+        f"linger_ms = {batch.get('linger_ms', 100)}",
+        "",
+        "[worker]",
+        "stats_interval_s = 2",
+        "",
+    ]
+    for name, (topic, mode) in tables.items():
+        lines += [f"[table {name}]", f"topic = {topic}", f"on_conflict = {mode}", ""]
+    path.write_text("\n".join(lines) + extra)
+    return str(path)
+
+
+def wait_for(predicate, timeout, what, interval=0.25):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,240 @@
+"""End to end: Kafka (msgpack) -> copysink -> PostgreSQL, against a real broker and server.
+
+10,000 entries over the three tables, three partitions each, keys repeated inside and across
+batches, arrays of entries and the compact binary embedding, and more than 50 invalid messages
+of different kinds. Afterwards the tables must hold exactly the expected rows and values, every
+invalid message must be on the dead-letter topic with its reason, and the stored and committed
+offsets must equal the end offsets. Feeding the same input again must change nothing.
+"""
+import random
+import zlib
+
+import msgpack
+import psycopg2
+import psycopg2.extras
+import pytest
+
+from conftest import wait_for, write_config
+from entries import (COLUMNS, KEYS, encode, expected_rows, f32, invalid_messages, kafka_key,
+                     key_of, make_entry)
+
+COUNTS = {"memory_entries": 4000, "patterns": 3000, "trajectories": 3000}
+MODES = {"memory_entries": "update", "patterns": "update", "trajectories": "skip"}
+PARTITIONS = 3
+
+
+def partition_of(key_bytes):
+    return zlib.crc32(key_bytes) % PARTITIONS
+
+
+def build_input(rng, topics):
+    """Messages in production order: dicts with table, topic, partition, key, value, entries
+    (the valid entries, in order) and bad (expected dead letters: (reason, entry index))."""
+    messages = []
+    for table, count in COUNTS.items():
+        by_part = {p: [] for p in range(PARTITIONS)}
+        for i in range(count):
+            e = make_entry(rng, table, i)
+            by_part[partition_of(kafka_key(table, e))].append(e)
+        for p, entries in by_part.items():
+            i = 0
+            while i < len(entries):
+                n = 1 if rng.random() < 0.7 else rng.randrange(2, 6)
+                group = entries[i:i + n]
+                i += n
+                compact = rng.random() < 0.3
+                if len(group) == 1:
+                    value = encode(group[0], compact)
+                else:
+                    value = msgpack.packb([msgpack.unpackb(encode(e, compact), raw=False)
+                                           for e in group], use_bin_type=True)
+                messages.append({"table": table, "topic": topics[table], "partition": p,
+                                 "key": kafka_key(table, group[0]), "value": value,
+                                 "entries": group, "bad": []})
+    # interleave tables and partitions: the shuffled list is the production order, and the
+    # expected contents are computed from that same order
+    rng.shuffle(messages)
+    return messages
+
+
+def add_invalid(rng, topics, messages):
+    for table in COUNTS:
+        for desc, reason, value, _ in invalid_messages(rng, table):
+            p = rng.randrange(PARTITIONS)
+            messages.append({"table": table, "topic": topics[table], "partition": p,
+                             "key": b"bad", "value": value, "entries": [],
+                             "bad": [(reason, -1)], "desc": desc})
+        # an array where one entry of three is bad: the other two must land
+        good = [make_entry(rng, table, 10**7 + j) for j in range(2)]
+        bad = dict(good[0])
+        bad[KEYS[table][0]] = None
+        p = partition_of(kafka_key(table, good[0]))
+        for g in good[1:]:
+            # same partition for every entry of the message, so per-key order stays defined
+            while partition_of(kafka_key(table, g)) != p:
+                g.update(make_entry(rng, table, rng.randrange(10**8)))
+        value = msgpack.packb([good[0], bad, good[1]], use_bin_type=True)
+        messages.append({"table": table, "topic": topics[table], "partition": p,
+                         "key": kafka_key(table, good[0]), "value": value,
+                         "entries": good, "bad": [("missing_field", 1)], "desc": "array"})
+
+
+def produce(kafka, messages):
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "enable.idempotence": True,
+                         "linger.ms": 20, "compression.type": "lz4",
+                         "message.max.bytes": 10_000_000})
+    done = []
+
+    def cb(err, msg):
+        assert err is None, err
+        done.append(msg)
+
+    for i, m in enumerate(messages):
+        while True:
+            try:
+                producer.produce(m["topic"], key=m["key"], value=m["value"],
+                                 partition=m["partition"],
+                                 on_delivery=lambda err, msg, m=m: (cb(err, msg),
+                                                                    m.__setitem__("offset", msg.offset())))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    assert len(done) == len(messages)
+
+
+def table_contents(conninfo, table):
+    with psycopg2.connect(conninfo) as conn, conn.cursor(
+            cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f'SELECT * FROM "{table}"')
+        rows = cur.fetchall()
+    return {tuple(r[k] for k in KEYS[table]): dict(r) for r in rows}
+
+
+def assert_table_equals(conninfo, table, expected):
+    got = table_contents(conninfo, table)
+    assert set(got) == set(expected), (
+        f"{table}: missing {len(set(expected) - set(got))} keys, "
+        f"unexpected {len(set(got) - set(expected))}")
+    for key, entry in expected.items():
+        row = got[key]
+        for col in COLUMNS[table]:
+            want = entry.get(col)
+            have = row[col]
+            if col == "embedding":
+                assert have is not None and len(have) == len(want), (table, key, col)
+                assert [f32(x) for x in have] == want, (table, key, col)
+            else:
+                assert have == want, (table, key, col, have, want)
+        assert row["created_at"] is not None and row["updated_at"] is not None
+
+
+def stored_offsets(conninfo, group):
+    with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT topic, partition, next_offset FROM copysink_offsets "
+                    "WHERE group_id = %s", (group,))
+        return {(t, p): o for t, p, o in cur.fetchall()}
+
+
+def all_end_offsets(kafka, topics):
+    ends = {}
+    for topic in topics.values():
+        for p, high in kafka.end_offsets(topic).items():
+            if high > 0:
+                ends[(topic, p)] = high
+    return ends
+
+
+def run_until_caught_up(workers, config, conninfo, group, ends, name):
+    w = workers(config, name).start()
+    try:
+        wait_for(lambda: stored_offsets(conninfo, group) == ends or not w.alive(), 300,
+                 "stored offsets to reach the end offsets")
+        assert w.alive(), "worker exited early:\n" + w.log_text()[-4000:]
+    finally:
+        rc = w.stop() if w.alive() else w.proc.returncode
+    assert rc == 0, f"worker exit code {rc}:\n" + w.log_text()[-4000:]
+    return w
+
+
+def dead_letters(kafka, topics, expected_count):
+    got = []
+    for table, topic in topics.items():
+        for m in kafka.read_all(topic + ".dlq", expected_count[table]):
+            h = {k: v.decode() for k, v in (m.headers() or [])}
+            got.append((h["copysink.topic"], int(h["copysink.partition"]),
+                        int(h["copysink.offset"]), int(h.get("copysink.entry", "-1")),
+                        h["copysink.reason"], h["copysink.table"], m.value()))
+            assert h["copysink.error"], h
+    return got
+
+
+def expected_dead_letters(messages):
+    out = []
+    for m in messages:
+        for reason, entry in m["bad"]:
+            out.append((m["topic"], m["partition"], m["offset"], entry, reason, m["table"]))
+    return sorted(out)
+
+
+def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin):
+    rng = random.Random(20261123)
+    topics = {t: kafka.topic(t.replace("_", ".")) for t in COUNTS}
+    kafka.create_topics({**{t: PARTITIONS for t in topics.values()},
+                         **{t + ".dlq": 1 for t in topics.values()}})
+    group = "copysink-" + kafka.prefix
+    config = write_config(tmp_path / "copysink.ini", bootstrap=kafka.bootstrap,
+                          conninfo=database, group=group,
+                          tables={t: (topics[t], MODES[t]) for t in COUNTS})
+    import subprocess
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+
+    messages = build_input(rng, topics)
+    add_invalid(rng, topics, messages)
+    n_invalid = sum(len(m["bad"]) for m in messages)
+    n_entries = sum(len(m["entries"]) for m in messages)
+    assert n_invalid >= 50 and n_entries >= 10_000
+    produce(kafka, messages)
+
+    # expected contents: valid entries in production order (= offset order per partition)
+    applied = [(m["table"], e) for m in messages for e in m["entries"]]
+    expected = expected_rows(applied, MODES)
+    dup_keys = len(applied) - sum(len(v) for v in expected.values())
+    assert dup_keys > 1000, "the input must repeat keys"
+
+    ends = all_end_offsets(kafka, topics)
+    w = run_until_caught_up(workers, config, database, group, ends, "first")
+    assert "batch committed" in w.log_text()
+
+    for table in COUNTS:
+        assert_table_equals(database, table, expected[table])
+
+    # every invalid message (or entry) is on the dead-letter topic, with its reason
+    per_table = {t: sum(len(m["bad"]) for m in messages if m["table"] == t) for t in COUNTS}
+    got = dead_letters(kafka, topics, per_table)
+    assert sorted(g[:6] for g in got) == expected_dead_letters(messages)
+    by_pos = {(m["topic"], m["partition"], m["offset"]): m for m in messages}
+    for topic, part, off, entry, reason, table, value in got:
+        m = by_pos[(topic, part, off)]
+        if entry < 0:
+            assert value == m["value"], "dead letter must keep the original bytes"
+        else:
+            assert msgpack.unpackb(value, raw=False) == msgpack.unpackb(m["value"], raw=False)[entry]
+
+    # offsets: stored in PostgreSQL and committed to Kafka equal the end offsets
+    assert stored_offsets(database, group) == ends
+    for topic in topics.values():
+        parts = [p for (t, p) in ends if t == topic]
+        committed = kafka.committed(group, topic, parts)
+        assert committed == {p: ends[(topic, p)] for p in parts}
+
+    # feeding the same input again changes nothing (timestamps included)
+    before = {t: table_contents(database, t) for t in COUNTS}
+    again = [dict(m) for m in messages]
+    produce(kafka, again)
+    ends2 = all_end_offsets(kafka, topics)
+    run_until_caught_up(workers, config, database, group, ends2, "second")
+    for table in COUNTS:
+        assert table_contents(database, table) == before[table], table
