@@ -59,7 +59,7 @@ def test_bad_rows_isolated(tmp_path, database, kafka, workers, copysink_bin):
     expected += [(5000, 1.0, None, None), (5002, 2.0, None, None)]
     assert rows == expected
 
-    dl = kafka.read_all(topic + ".dlq", 4)
+    dl = kafka.read_all(topic + ".dlq", 6)
     got = []
     for m in dl:
         h = {k: v.decode() for k, v in m.headers()}
