@@ -15,6 +15,7 @@
 
 #include "copysink/check.h"
 #include "copysink/config.h"
+#include "copysink/http.h"
 #include "copysink/log.h"
 #include "copysink/produce.h"
 #include "copysink/schema.h"
@@ -22,6 +23,7 @@
 
 #define EXIT_USAGE 2
 #define MAX_OVERRIDES 64
+#define HEALTH_STALL_MS 60000 /* /healthz fails when the loop has not turned for this long */
 
 extern char **environ;
 
@@ -135,6 +137,8 @@ static int load_config(cs_config_t *cfg, const options_t *opt)
 static int cmd_run(cs_config_t *cfg)
 {
 	struct sigaction sa;
+	cs_stats_shared_t shared;
+	cs_http_t *http = NULL;
 	cs_worker_t *w;
 	cs_err_t err;
 	char errstr[1024];
@@ -150,22 +154,38 @@ static int cmd_run(cs_config_t *cfg)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	/* 2. PostgreSQL (tables checked), dead-letter producer, consumer; order matters: the
+	/* 2. metrics and health first, so probes answer (not ready) while we connect */
+	cs_stats_shared_init(&shared);
+	if (cfg->http_listen != NULL && cfg->http_listen[0] != '\0') {
+		http = cs_http_start(cfg->http_listen, &shared, cfg->tables, cfg->ntables,
+				     HEALTH_STALL_MS, errstr, sizeof(errstr));
+		if (http == NULL) {
+			cs_error("%s", errstr);
+			cs_stats_shared_cleanup(&shared);
+			return EXIT_USAGE;
+		}
+		cs_info("metrics and health on http://%s/metrics /healthz /readyz", cfg->http_listen);
+	}
+	/* 3. PostgreSQL (tables checked), dead-letter producer, consumer; order matters: the
 	 *    consumer's rebalance callback reads stored offsets through the connection */
-	w = cs_worker_new(cfg, &err, errstr, sizeof(errstr));
+	w = cs_worker_new(cfg, &shared, &err, errstr, sizeof(errstr));
 	if (w == NULL) {
 		cs_error("%s", errstr);
+		cs_http_stop(http);
+		cs_stats_shared_cleanup(&shared);
 		return err == CS_ERR_FATAL ? EXIT_USAGE : EXIT_FAILURE;
 	}
 	cs_info("copysink %s started: %d table(s), max_rows=%lld max_bytes=%lld linger_ms=%lld",
 		COPYSINK_VERSION, cfg->ntables, (long long)cfg->batch_max_rows,
 		(long long)cfg->batch_max_bytes, (long long)cfg->batch_linger_ms);
-	/* 3. the loop, until a signal; it drains the pending batch before returning */
+	/* 4. the loop, until a signal; it drains the pending batch before returning */
 	err = cs_worker_run(w, &stop_requested, errstr, sizeof(errstr));
 	if (err != CS_OK)
 		cs_error("%s", errstr);
-	/* 4. leave the group, flush the dead-letter producer, close the connection */
+	/* 5. leave the group, flush the dead-letter producer, close the connection, stop HTTP */
 	cs_worker_destroy(w);
+	cs_http_stop(http);
+	cs_stats_shared_cleanup(&shared);
 	cs_info("copysink stopped");
 	return err == CS_OK ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -1,5 +1,5 @@
 /*
- * stats.c - the periodic stats line
+ * stats.c - counters, their published copy, and the periodic stats line
  */
 #include "copysink/stats.h"
 
@@ -8,6 +8,94 @@
 
 #include "copysink/log.h"
 
+const double cs_stats_bucket_le[CS_STATS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+						     0.5,   1.0,  2.5,   5.0,  10.0, 1e308};
+
+void cs_stats_shared_init(cs_stats_shared_t *shared)
+{
+	pthread_mutex_init(&shared->lock, NULL);
+	memset(&shared->stats, 0, sizeof(shared->stats));
+}
+
+void cs_stats_shared_cleanup(cs_stats_shared_t *shared)
+{
+	pthread_mutex_destroy(&shared->lock);
+}
+
+void cs_stats_publish(cs_stats_shared_t *shared, const cs_stats_t *cur)
+{
+	pthread_mutex_lock(&shared->lock);
+	memcpy(&shared->stats, cur, sizeof(*cur));
+	pthread_mutex_unlock(&shared->lock);
+}
+
+void cs_stats_snapshot(cs_stats_shared_t *shared, cs_stats_t *out)
+{
+	pthread_mutex_lock(&shared->lock);
+	memcpy(out, &shared->stats, sizeof(*out));
+	pthread_mutex_unlock(&shared->lock);
+}
+
+void cs_stats_db_error(cs_stats_t *st, const char *sqlstate)
+{
+	const char *s = sqlstate ? sqlstate : "";
+
+	for (int i = 0; i < st->ndb_errors; i++) {
+		if (strcmp(st->db_errors[i].sqlstate, s) == 0) {
+			st->db_errors[i].count++;
+			return;
+		}
+	}
+	if (st->ndb_errors < CS_STATS_MAX_SQLSTATES) {
+		snprintf(st->db_errors[st->ndb_errors].sqlstate, 6, "%.5s", s);
+		st->db_errors[st->ndb_errors++].count = 1;
+	}
+}
+
+void cs_stats_batch_duration(cs_stats_t *st, double seconds)
+{
+	for (int i = 0; i < CS_STATS_BUCKETS; i++) {
+		if (seconds <= cs_stats_bucket_le[i]) {
+			st->batch_buckets[i]++;
+			break;
+		}
+	}
+	st->batch_seconds_sum += seconds;
+}
+
+void cs_stats_partition(cs_stats_t *st, const char *topic, int32_t partition, int64_t stored,
+			int64_t high)
+{
+	cs_stats_partition_t *p = NULL;
+
+	for (int i = 0; i < st->nparts && p == NULL; i++)
+		if (st->parts[i].partition == partition && strcmp(st->parts[i].topic, topic) == 0)
+			p = &st->parts[i];
+	if (p == NULL) {
+		if (st->nparts == CS_STATS_MAX_PARTITIONS)
+			return;
+		p = &st->parts[st->nparts++];
+		snprintf(p->topic, sizeof(p->topic), "%s", topic);
+		p->partition = partition;
+		p->stored = -1;
+		p->high = -1;
+	}
+	if (stored >= 0)
+		p->stored = stored;
+	if (high >= 0)
+		p->high = high;
+}
+
+void cs_stats_partition_remove(cs_stats_t *st, const char *topic, int32_t partition)
+{
+	for (int i = 0; i < st->nparts; i++) {
+		if (st->parts[i].partition == partition && strcmp(st->parts[i].topic, topic) == 0) {
+			st->parts[i] = st->parts[--st->nparts];
+			return;
+		}
+	}
+}
+
 void cs_stats_log(const cs_stats_t *cur, cs_stats_t *prev, double secs,
 		  const cs_tablespec_t *specs, int nspecs)
 {
@@ -15,16 +103,14 @@ void cs_stats_log(const cs_stats_t *cur, cs_stats_t *prev, double secs,
 	uint64_t r = 0, d = 0;
 	size_t off = 0;
 
+	tables[0] = '\0';
 	for (int t = 0; t < nspecs && t < CS_STATS_MAX_TABLES; t++) {
 		uint64_t n = cur->rows_written[t] - prev->rows_written[t];
 		r += n;
-		off += (size_t)snprintf(tables + off, off < sizeof(tables) ? sizeof(tables) - off : 0,
-					"%s%s=%llu", t ? "," : "", specs[t].name,
-					(unsigned long long)n);
-		if (off >= sizeof(tables))
-			off = sizeof(tables) - 1;
+		if (off < sizeof(tables))
+			off += (size_t)snprintf(tables + off, sizeof(tables) - off, "%s%s=%llu",
+						t ? "," : "", specs[t].name, (unsigned long long)n);
 	}
-	tables[off] = '\0';
 	for (int i = 0; i < CS_REASON__COUNT; i++)
 		d += cur->dead_letters[i] - prev->dead_letters[i];
 	snprintf(rows, sizeof(rows), "%llu", (unsigned long long)r);

@@ -42,6 +42,7 @@ struct cs_worker {
 	int64_t batch_start_ms; /* when the batch got its first message */
 	bool paused;
 	volatile sig_atomic_t *stop;
+	cs_stats_shared_t *shared;
 	cs_stats_t stats, prev_stats;
 	int64_t stats_at_ms;
 	char errstr[ERRSTR];
@@ -73,6 +74,23 @@ static void sleep_ms(int64_t ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Refresh the health fields and high watermarks and publish the counters for the HTTP thread. */
+static void publish(cs_worker_t *w)
+{
+	w->stats.heartbeat_ms = now_ms();
+	w->stats.bytes_held = cs_batch_bytes(w->batch);
+	w->stats.unknown_fields = cs_decoder_unknown_fields(w->dec);
+	for (int i = 0; i < w->stats.nparts; i++) {
+		int64_t low, high;
+		cs_stats_partition_t *p = &w->stats.parts[i];
+		if (rd_kafka_get_watermark_offsets(w->rk, p->topic, p->partition, &low, &high) ==
+		    RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+			p->high = high;
+	}
+	if (w->shared != NULL)
+		cs_stats_publish(w->shared, &w->stats);
+}
+
 /* The state of topic/partition, or NULL. */
 static pstate_t *pstate_find(cs_worker_t *w, const char *topic, int32_t partition)
 {
@@ -102,6 +120,7 @@ static int pstate_set(cs_worker_t *w, const char *topic, int32_t partition, int6
 		p->partition = partition;
 	}
 	p->stored = stored;
+	cs_stats_partition(&w->stats, topic, partition, stored, -1);
 	return 0;
 }
 
@@ -112,6 +131,7 @@ static void pstate_remove(cs_worker_t *w, const char *topic, int32_t partition)
 
 	if (p != NULL)
 		*p = w->parts[--w->nparts];
+	cs_stats_partition_remove(&w->stats, topic, partition);
 }
 
 /* Index of the table reading `topic`, or -1. */
@@ -259,6 +279,7 @@ static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char
 		dl.value = one.data;
 		dl.value_len = one.len;
 	}
+	cs_stats_db_error(&w->stats, sqlstate);
 	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED) != 0)
 		goto fail;
 	if (cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr)) != CS_OK)
@@ -394,6 +415,9 @@ static cs_err_t flush(cs_worker_t *w)
 	t0 = now_ms();
 	err = cs_writer_write(w->writer, w->batch, w->expected, reject_row, w, w->errstr,
 			      sizeof(w->errstr));
+	w->stats.pg_ok = err == CS_OK || err == CS_ERR_FENCED;
+	if (err != CS_OK && err != CS_ERR_FENCED)
+		cs_stats_db_error(&w->stats, cs_writer_last_sqlstate(w->writer));
 	if (err == CS_ERR_FENCED) {
 		cs_log_fields(CS_LOG_WARNING, "batch dropped: partitions fenced", "error", w->errstr,
 			      NULL);
@@ -411,7 +435,7 @@ static cs_err_t flush(cs_worker_t *w)
 	commit_to_kafka(w);
 	w->stats.batches++;
 	w->stats.last_commit_ms = wall_ms();
-	w->stats.batch_ms_total += (uint64_t)(now_ms() - t0);
+	cs_stats_batch_duration(&w->stats, (double)(now_ms() - t0) / 1000.0);
 	log_batch(w, now_ms() - t0);
 	cs_batch_reset(w->batch);
 	return CS_OK;
@@ -560,7 +584,8 @@ fail:
 	return -1;
 }
 
-cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_err_t *err, char *errstr, size_t errstr_size)
+cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t *err,
+			   char *errstr, size_t errstr_size)
 {
 	cs_worker_t *w = calloc(1, sizeof(*w));
 	cs_decode_limits_t limits;
@@ -573,6 +598,7 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_err_t *err, char *errstr, size_t
 		return NULL;
 	}
 	w->cfg = cfg;
+	w->shared = shared;
 	group[0] = '\0';
 	for (int i = 0; i < cfg->nkafka; i++)
 		if (strcmp(cfg->kafka[i].key, "group.id") == 0)
@@ -591,6 +617,8 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_err_t *err, char *errstr, size_t
 	*err = cs_writer_connect(w->writer, errstr, errstr_size);
 	if (*err != CS_OK)
 		goto fail;
+	w->stats.pg_ok = true;
+	w->stats.kafka_ok = true;
 	*err = CS_ERR_FATAL;
 	w->dlq = cs_dlq_new(cfg, errstr, errstr_size);
 	if (w->dlq == NULL || make_consumer(w, errstr, errstr_size) != 0)
@@ -625,6 +653,8 @@ static cs_err_t flush_with_retry(cs_worker_t *w, int64_t deadline)
 		cs_log_fields(CS_LOG_WARNING, "batch not written, will retry", "error", w->errstr,
 			      NULL);
 		set_paused(w, true);
+		w->stats.retrying = true;
+		publish(w);
 		if (deadline >= 0 && now_ms() + wait > deadline)
 			return CS_ERR_RETRIABLE;
 		if (*w->stop && deadline < 0)
@@ -632,6 +662,7 @@ static cs_err_t flush_with_retry(cs_worker_t *w, int64_t deadline)
 		/* serve rebalances while waiting; messages still queued join the batch */
 		for (int64_t until = now_ms() + wait; now_ms() < until;) {
 			rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, 100);
+			publish(w);
 			if (rkm == NULL)
 				continue;
 			if (!rkm->err && take_message(w, rkm) == CS_ERR_FATAL) {
@@ -643,8 +674,10 @@ static cs_err_t flush_with_retry(cs_worker_t *w, int64_t deadline)
 		backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
 								 : backoff * 2;
 	}
-	if (err == CS_OK)
+	if (err == CS_OK) {
 		set_paused(w, false);
+		w->stats.retrying = false;
+	}
 	return err;
 }
 
@@ -653,9 +686,13 @@ static cs_err_t handle(cs_worker_t *w, rd_kafka_message_t *rkm)
 {
 	cs_err_t err = CS_OK;
 
-	if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		w->stats.kafka_ok = true;
 		err = take_message(w, rkm);
-	else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+	} else if (rkm->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+		w->stats.kafka_ok = false;
+		cs_warn("all Kafka brokers are down");
+	} else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 		cs_log_fields(CS_LOG_WARNING, "consumer error", "error", rd_kafka_message_errstr(rkm),
 			      "topic", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "", NULL);
 	rd_kafka_message_destroy(rkm);
@@ -690,8 +727,8 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 		rkm = rd_kafka_consumer_poll(w->rk, (int)timeout);
 		if (rkm != NULL)
 			err = handle(w, rkm);
-		w->stats.bytes_held = cs_batch_bytes(w->batch);
-		w->stats.unknown_fields = cs_decoder_unknown_fields(w->dec);
+		if (now_ms() - w->stats.heartbeat_ms >= 100)
+			publish(w);
 		if (w->cfg->stats_interval_s > 0 &&
 		    now_ms() - w->stats_at_ms >= w->cfg->stats_interval_s * 1000) {
 			cs_stats_log(&w->stats, &w->prev_stats, (double)(now_ms() - w->stats_at_ms) / 1000.0,

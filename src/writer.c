@@ -597,6 +597,11 @@ cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 	return err;
 }
 
+const char *cs_writer_last_sqlstate(const cs_writer_t *w)
+{
+	return w->sqlstate;
+}
+
 const cs_writer_table_stats_t *cs_writer_table_stats(const cs_writer_t *w, int t)
 {
 	return &w->stats[t];

@@ -16,16 +16,19 @@
 
 #include "copysink/config.h"
 #include "copysink/err.h"
+#include "copysink/stats.h"
 
 typedef struct cs_worker cs_worker_t;
 
 /*
  * Create the worker: PostgreSQL connection (tables checked), dead-letter producer, consumer
  * subscribed to the tables' topics. `cfg` must outlive the worker; its specs get their column
- * encodings from the catalog.
+ * encodings from the catalog. The loop publishes its counters to `shared` (may be NULL), which
+ * must outlive the worker.
  * @returns the worker, or NULL with errstr (*err says whether retrying could help).
  */
-cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_err_t *err, char *errstr, size_t errstr_size);
+cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t *err,
+			   char *errstr, size_t errstr_size);
 
 /*
  * Run until *stop becomes non-zero, then write what is pending within the shutdown grace

@@ -87,6 +87,9 @@ __attribute__((warn_unused_result)) cs_err_t cs_writer_write(cs_writer_t *w, cs_
 							     void *opaque, char *errstr,
 							     size_t errstr_size);
 
+/* SQLSTATE of the last failed statement ("" when none or the connection broke). */
+const char *cs_writer_last_sqlstate(const cs_writer_t *w);
+
 /* Figures of table t in the last committed batch. */
 const cs_writer_table_stats_t *cs_writer_table_stats(const cs_writer_t *w, int t);
 
