@@ -16,6 +16,7 @@
 #include "copysink/log.h"
 #include "copysink/stats.h"
 #include "copysink/writer.h"
+#include "copysink/wthread.h"
 
 #define ERRSTR 1024
 #define DLQ_FLUSH_MS 30000
@@ -34,7 +35,11 @@ struct cs_worker {
 	cs_writer_t *writer;
 	cs_decoder_t *dec;
 	cs_decoder_t *dec2; /* re-opens a message to dead-letter one of its entries */
-	cs_batch_t *batch;
+	cs_batch_t *batch;    /* being filled by the loop */
+	cs_batch_t *inflight; /* being written by the writer thread (or waiting for a retry) */
+	cs_wthread_t *wt;
+	bool in_settle;       /* inside settle(): rebalance callbacks must not flush */
+	size_t inflight_bytes;
 	pstate_t *parts;
 	int nparts, parts_cap;
 	int64_t *expected; /* scratch: expected offsets of the batch's partitions */
@@ -44,9 +49,16 @@ struct cs_worker {
 	volatile sig_atomic_t *stop;
 	cs_stats_shared_t *shared;
 	cs_stats_t stats, prev_stats;
+	/* counted on the writer thread (rejected rows), merged into stats after each write */
+	uint64_t w_dead_db;
+	char w_sqlstate[6];
+	uint64_t w_sqlstate_count;
 	int64_t stats_at_ms;
 	char errstr[ERRSTR];
 };
+
+static cs_err_t settle(cs_worker_t *w, int64_t deadline);
+static cs_err_t drain(cs_worker_t *w, int64_t deadline);
 
 /* Monotonic milliseconds. */
 static int64_t now_ms(void)
@@ -78,7 +90,7 @@ static void sleep_ms(int64_t ms)
 static void publish(cs_worker_t *w)
 {
 	w->stats.heartbeat_ms = now_ms();
-	w->stats.bytes_held = cs_batch_bytes(w->batch);
+	w->stats.bytes_held = cs_batch_bytes(w->batch) + w->inflight_bytes;
 	w->stats.unknown_fields = cs_decoder_unknown_fields(w->dec);
 	for (int i = 0; i < w->stats.nparts; i++) {
 		int64_t low, high;
@@ -156,8 +168,10 @@ static const char *dlq_topic(const cs_worker_t *w, int t, const char *topic, cha
 	return buf;
 }
 
-/* Queue one dead letter and count it. @returns 0, or -1 (retriable: the batch must not commit). */
-static int dead_letter(cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t reason)
+/* Queue one dead letter (any thread). @returns 0, or -1 with errbuf (retriable: the batch must
+ * not commit). */
+static int dead_letter(const cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t reason,
+		       char *errbuf, size_t errbuf_size)
 {
 	char topic[CS_MAX_TOPIC + 8];
 
@@ -166,10 +180,16 @@ static int dead_letter(cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t 
 	dl->reason = cs_reason_name(reason);
 	cs_log_fields(CS_LOG_WARNING, "entry dead-lettered", "reason", dl->reason, "error",
 		      dl->error, "topic", dl->topic, "dlq_topic", dl->dlq_topic, NULL);
-	if (cs_dlq_send(w->dlq, dl, w->errstr, sizeof(w->errstr)) != 0)
-		return -1;
+	return cs_dlq_send(w->dlq, dl, errbuf, errbuf_size);
+}
+
+/* Queue a dead letter from the loop thread and count it. */
+static cs_err_t dead_letter_counted(cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t reason)
+{
+	if (dead_letter(w, dl, t, reason, w->errstr, sizeof(w->errstr)) != 0)
+		return CS_ERR_RETRIABLE;
 	w->stats.dead_letters[reason]++;
-	return 0;
+	return CS_OK;
 }
 
 /* Decode every entry of the message into the batch; invalid ones become dead letters. */
@@ -188,7 +208,7 @@ static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, in
 	n = cs_decode_open(w->dec, rkm->payload, rkm->len, &reason, why, sizeof(why));
 	if (n < 0) {
 		dl.error = why;
-		return dead_letter(w, &dl, t, reason) == 0 ? CS_OK : CS_ERR_RETRIABLE;
+		return dead_letter_counted(w, &dl, t, reason);
 	}
 	for (int i = 0; i < n; i++) {
 		size_t tuple_start = tuples->len, key_start = keys->len;
@@ -214,7 +234,7 @@ static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, in
 			dl.value = one.data;
 			dl.value_len = one.len;
 		}
-		if (dead_letter(w, &dl, t, reason) != 0) {
+		if (dead_letter_counted(w, &dl, t, reason) != CS_OK) {
 			cs_buf_cleanup(&one);
 			return CS_ERR_RETRIABLE;
 		}
@@ -245,15 +265,14 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 				       .key_len = rkm->key_len, .value = rkm->payload,
 				       .value_len = rkm->len};
 		dl.error = t < 0 ? "no table reads this topic" : "message has no value";
-		return dead_letter(w, &dl, t, t < 0 ? CS_REASON_NO_TABLE : CS_REASON_MALFORMED) == 0
-			       ? CS_OK
-			       : CS_ERR_RETRIABLE;
+		return dead_letter_counted(w, &dl, t, t < 0 ? CS_REASON_NO_TABLE : CS_REASON_MALFORMED);
 	}
 	return decode_message(w, rkm, t, part);
 }
 
-/* Writer callback: dead-letter a row PostgreSQL rejected, and wait for the broker's ack so
- * the row is safe before the transaction commits without it. */
+/* Writer callback, on the writer thread: dead-letter a row PostgreSQL rejected and wait for
+ * the broker's ack, so the row is safe before the transaction commits without it. Touches only
+ * the in-flight batch, dec2 and the w_* counters, which the loop reads after the write. */
 static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char *sqlstate,
 		      const char *message)
 {
@@ -263,13 +282,13 @@ static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char
 			       .error = message};
 	cs_buf_t one;
 	cs_reason_t reason;
-	char why[256];
+	char why[256], errbuf[512];
 	int nparts, rc = -1;
 
-	parts = cs_batch_parts(w->batch, &nparts);
+	parts = cs_batch_parts(w->inflight, &nparts);
 	dl.topic = parts[row->part].topic;
 	dl.partition = parts[row->part].partition;
-	cs_batch_row_message(w->batch, row, &dl.key, &dl.key_len, &dl.value, &dl.value_len);
+	cs_batch_row_message(w->inflight, row, &dl.key, &dl.key_len, &dl.value, &dl.value_len);
 	cs_buf_init(&one);
 	/* one entry of several: dead-letter that entry's bytes, not the whole message */
 	if (cs_decode_open(w->dec2, dl.value, dl.value_len, &reason, why, sizeof(why)) > 1) {
@@ -279,11 +298,14 @@ static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char
 		dl.value = one.data;
 		dl.value_len = one.len;
 	}
-	cs_stats_db_error(&w->stats, sqlstate);
-	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED) != 0)
+	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED, errbuf, sizeof(errbuf)) != 0 ||
+	    cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, errbuf, sizeof(errbuf)) != CS_OK) {
+		cs_log_fields(CS_LOG_WARNING, "dead letter not delivered", "error", errbuf, NULL);
 		goto fail;
-	if (cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr)) != CS_OK)
-		goto fail;
+	}
+	w->w_dead_db++;
+	snprintf(w->w_sqlstate, sizeof(w->w_sqlstate), "%s", sqlstate ? sqlstate : "");
+	w->w_sqlstate_count++;
 	rc = 0;
 fail:
 	cs_buf_cleanup(&one);
@@ -298,7 +320,7 @@ static cs_err_t resync_partitions(cs_worker_t *w)
 	int nparts;
 	cs_err_t err = CS_OK;
 
-	parts = cs_batch_parts(w->batch, &nparts);
+	parts = cs_batch_parts(w->inflight, &nparts);
 	list = rd_kafka_topic_partition_list_new(nparts);
 	for (int i = 0; i < nparts && err == CS_OK; i++) {
 		int64_t stored;
@@ -310,6 +332,8 @@ static cs_err_t resync_partitions(cs_worker_t *w)
 			continue;
 		if (pstate_set(w, parts[i].topic, parts[i].partition, stored) != 0)
 			err = CS_ERR_FATAL;
+		/* what the loop has read past the fenced batch is read again after the seek */
+		cs_batch_drop_partition(w->batch, parts[i].topic, parts[i].partition);
 		rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
 			stored;
 	}
@@ -331,7 +355,7 @@ static void commit_to_kafka(cs_worker_t *w)
 	rd_kafka_topic_partition_list_t *list;
 	int nparts;
 
-	parts = cs_batch_parts(w->batch, &nparts);
+	parts = cs_batch_parts(w->inflight, &nparts);
 	list = rd_kafka_topic_partition_list_new(nparts);
 	for (int i = 0; i < nparts; i++) {
 		if (parts[i].partition < 0 || pstate_find(w, parts[i].topic, parts[i].partition) == NULL)
@@ -376,7 +400,7 @@ static void log_batch(cs_worker_t *w, int64_t ms)
 		      "rows_per_s", rate, "tables", tables, NULL);
 }
 
-/* The stored offsets this worker expects for the batch's partitions. */
+/* The stored offsets this worker expects for the filled batch's partitions. */
 static int fill_expected(cs_worker_t *w)
 {
 	const cs_batch_part_t *parts;
@@ -397,12 +421,11 @@ static int fill_expected(cs_worker_t *w)
 	return 0;
 }
 
-/* Write the batch (dead letters first, then the transaction), then commit to Kafka. */
-static cs_err_t flush(cs_worker_t *w)
+/* Hand the filled batch to the writer thread (its dead letters acknowledged first) and start
+ * filling the other one. Precondition: nothing in flight. */
+static cs_err_t submit(cs_worker_t *w)
 {
-	const cs_batch_part_t *parts;
-	int64_t t0;
-	int nparts;
+	cs_batch_t *tmp;
 	cs_err_t err;
 
 	if (cs_batch_empty(w->batch))
@@ -412,33 +435,61 @@ static cs_err_t flush(cs_worker_t *w)
 		return err;
 	if (fill_expected(w) != 0)
 		return CS_ERR_FATAL;
-	t0 = now_ms();
-	err = cs_writer_write(w->writer, w->batch, w->expected, reject_row, w, w->errstr,
-			      sizeof(w->errstr));
-	w->stats.pg_ok = err == CS_OK || err == CS_ERR_FENCED;
-	if (err != CS_OK && err != CS_ERR_FENCED)
-		cs_stats_db_error(&w->stats, cs_writer_last_sqlstate(w->writer));
-	if (err == CS_ERR_FENCED) {
-		cs_log_fields(CS_LOG_WARNING, "batch dropped: partitions fenced", "error", w->errstr,
-			      NULL);
-		w->stats.fenced++;
-		err = resync_partitions(w);
-		cs_batch_reset(w->batch);
-		return err;
-	}
-	if (err != CS_OK)
-		return err;
-	parts = cs_batch_parts(w->batch, &nparts);
+	tmp = w->inflight;
+	w->inflight = w->batch;
+	w->batch = tmp;
+	w->inflight_bytes = cs_batch_bytes(w->inflight);
+	cs_wthread_submit(w->wt, w->inflight, w->expected);
+	return CS_OK;
+}
+
+/* The in-flight batch committed: move the partitions on, commit to Kafka, count, log. */
+static void committed(cs_worker_t *w, int64_t ms)
+{
+	const cs_batch_part_t *parts;
+	int nparts;
+
+	parts = cs_batch_parts(w->inflight, &nparts);
 	for (int i = 0; i < nparts; i++)
 		if (parts[i].partition >= 0 && pstate_find(w, parts[i].topic, parts[i].partition))
 			(void)pstate_set(w, parts[i].topic, parts[i].partition, parts[i].next_offset);
 	commit_to_kafka(w);
 	w->stats.batches++;
 	w->stats.last_commit_ms = wall_ms();
-	cs_stats_batch_duration(&w->stats, (double)(now_ms() - t0) / 1000.0);
-	log_batch(w, now_ms() - t0);
-	cs_batch_reset(w->batch);
-	return CS_OK;
+	cs_stats_batch_duration(&w->stats, (double)ms / 1000.0);
+	log_batch(w, ms);
+}
+
+/* Wait for the batch in flight and act on the outcome. A retriable failure leaves the batch in
+ * flight position for a retry; anything else releases it. */
+static cs_err_t collect(cs_worker_t *w)
+{
+	int64_t ms = 0;
+	cs_err_t err;
+
+	if (!cs_wthread_busy(w->wt))
+		return CS_OK;
+	err = cs_wthread_wait(w->wt, &ms, w->errstr, sizeof(w->errstr));
+	w->stats.dead_letters[CS_REASON_DB_REJECTED] += w->w_dead_db;
+	for (uint64_t i = 0; i < w->w_sqlstate_count; i++)
+		cs_stats_db_error(&w->stats, w->w_sqlstate);
+	w->w_dead_db = w->w_sqlstate_count = 0;
+	w->stats.pg_ok = err == CS_OK || err == CS_ERR_FENCED;
+	if (err == CS_ERR_RETRIABLE || err == CS_ERR_FATAL) {
+		cs_stats_db_error(&w->stats, cs_writer_last_sqlstate(w->writer));
+		return err;
+	}
+	if (err == CS_OK) {
+		committed(w, ms);
+	} else {
+		cs_log_fields(CS_LOG_WARNING, "batch dropped: partitions fenced", "error", w->errstr,
+			      NULL);
+		w->stats.fenced++;
+		err = resync_partitions(w);
+	}
+	cs_batch_reset(w->inflight);
+	w->inflight_bytes = 0;
+	return err;
 }
 
 /* Pause or resume every assigned partition (while a write is being retried). */
@@ -461,6 +512,10 @@ static void set_paused(cs_worker_t *w, bool pause)
 static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
 {
 	int64_t backoff = w->cfg->retry_backoff_ms;
+
+	/* the writer's connection is the thread's while a batch is in flight */
+	if (!w->in_settle && settle(w, -1) != CS_OK)
+		cs_warn("batch in flight not written before the assignment: %s", w->errstr);
 
 	for (int i = 0; i < parts->cnt; i++) {
 		rd_kafka_topic_partition_t *p = &parts->elems[i];
@@ -486,17 +541,23 @@ static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
 	}
 }
 
-/* Revoked or lost partitions: write what the batch holds (unless lost), otherwise drop it. */
+/* Revoked or lost partitions: write what is held first (unless lost, or already retrying),
+ * then drop whatever is left for them. */
 static void on_revoke(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts, bool lost)
 {
-	if (!lost && !cs_batch_empty(w->batch)) {
-		cs_err_t err = flush(w);
+	if (!lost && !w->in_settle) {
+		cs_err_t err = drain(w, now_ms() + w->cfg->shutdown_grace_ms);
 		if (err != CS_OK)
 			cs_log_fields(CS_LOG_WARNING, "could not write the batch before a rebalance",
 				      "error", w->errstr, NULL);
+	} else if (!w->in_settle) {
+		(void)collect(w); /* lost: let the write finish; fencing decides its fate */
 	}
 	for (int i = 0; i < parts->cnt; i++) {
 		cs_batch_drop_partition(w->batch, parts->elems[i].topic, parts->elems[i].partition);
+		if (!cs_wthread_busy(w->wt))
+			cs_batch_drop_partition(w->inflight, parts->elems[i].topic,
+						parts->elems[i].partition);
 		pstate_remove(w, parts->elems[i].topic, parts->elems[i].partition);
 		cs_info("partition \"%s\" [%d] %s", parts->elems[i].topic,
 			(int)parts->elems[i].partition, lost ? "lost" : "revoked");
@@ -608,9 +669,11 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t
 	w->dec = cs_decoder_new(&limits);
 	w->dec2 = cs_decoder_new(&limits);
 	w->batch = cs_batch_new(cfg->tables, cfg->ntables);
+	w->inflight = cs_batch_new(cfg->tables, cfg->ntables);
 	w->writer = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables,
 				  cfg->ntables, group);
-	if (w->dec == NULL || w->dec2 == NULL || w->batch == NULL || w->writer == NULL) {
+	if (w->dec == NULL || w->dec2 == NULL || w->batch == NULL || w->inflight == NULL ||
+	    w->writer == NULL) {
 		snprintf(errstr, errstr_size, "out of memory");
 		goto fail;
 	}
@@ -620,6 +683,11 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t
 	w->stats.pg_ok = true;
 	w->stats.kafka_ok = true;
 	*err = CS_ERR_FATAL;
+	w->wt = cs_wthread_new(w->writer, reject_row, w);
+	if (w->wt == NULL) {
+		snprintf(errstr, errstr_size, "could not start the writer thread");
+		goto fail;
+	}
 	w->dlq = cs_dlq_new(cfg, errstr, errstr_size);
 	if (w->dlq == NULL || make_consumer(w, errstr, errstr_size) != 0)
 		goto fail;
@@ -640,14 +708,16 @@ static bool batch_due(const cs_worker_t *w, int64_t now)
 	       now - w->batch_start_ms >= w->cfg->batch_linger_ms;
 }
 
-/* Write the batch, retrying infrastructure errors with exponential backoff and jitter while
- * the partitions are paused, until it commits, `deadline` passes (-1: none) or a stop. */
-static cs_err_t flush_with_retry(cs_worker_t *w, int64_t deadline)
+/* Collect the batch in flight, retrying infrastructure errors with exponential backoff and
+ * jitter while the partitions are paused, until it commits, `deadline` passes (-1: none) or a
+ * stop. Messages that arrive meanwhile join the filling batch. */
+static cs_err_t settle(cs_worker_t *w, int64_t deadline)
 {
 	int64_t backoff = w->cfg->retry_backoff_ms;
 	cs_err_t err;
 
-	while ((err = flush(w)) == CS_ERR_RETRIABLE) {
+	w->in_settle = true;
+	while ((err = collect(w)) == CS_ERR_RETRIABLE) {
 		int64_t wait = backoff / 2 + (int64_t)(rand() % (int)(backoff / 2 + 1));
 		w->stats.retries++;
 		cs_log_fields(CS_LOG_WARNING, "batch not written, will retry", "error", w->errstr,
@@ -655,11 +725,8 @@ static cs_err_t flush_with_retry(cs_worker_t *w, int64_t deadline)
 		set_paused(w, true);
 		w->stats.retrying = true;
 		publish(w);
-		if (deadline >= 0 && now_ms() + wait > deadline)
-			return CS_ERR_RETRIABLE;
-		if (*w->stop && deadline < 0)
-			return CS_ERR_RETRIABLE;
-		/* serve rebalances while waiting; messages still queued join the batch */
+		if ((deadline >= 0 && now_ms() + wait > deadline) || (*w->stop && deadline < 0))
+			break;
 		for (int64_t until = now_ms() + wait; now_ms() < until;) {
 			rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, 100);
 			publish(w);
@@ -667,17 +734,35 @@ static cs_err_t flush_with_retry(cs_worker_t *w, int64_t deadline)
 				continue;
 			if (!rkm->err && take_message(w, rkm) == CS_ERR_FATAL) {
 				rd_kafka_message_destroy(rkm);
-				return CS_ERR_FATAL;
+				err = CS_ERR_FATAL;
+				goto out;
 			}
 			rd_kafka_message_destroy(rkm);
 		}
 		backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
 								 : backoff * 2;
+		if (cs_batch_empty(w->inflight)) /* its partitions were all revoked meanwhile */
+			continue;
+		cs_wthread_submit(w->wt, w->inflight, w->expected);
 	}
 	if (err == CS_OK) {
 		set_paused(w, false);
 		w->stats.retrying = false;
 	}
+out:
+	w->in_settle = false;
+	return err;
+}
+
+/* Write everything held (in flight, then the filling batch) before `deadline`. */
+static cs_err_t drain(cs_worker_t *w, int64_t deadline)
+{
+	cs_err_t err = settle(w, deadline);
+
+	if (err == CS_OK)
+		err = submit(w);
+	if (err == CS_OK)
+		err = settle(w, deadline);
 	return err;
 }
 
@@ -708,7 +793,6 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 		       size_t errstr_size)
 {
 	cs_err_t err = CS_OK;
-	int64_t deadline;
 
 	w->stop = stop;
 	w->stats_at_ms = now_ms();
@@ -716,12 +800,23 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 		int64_t now = now_ms(), timeout = 100;
 		rd_kafka_message_t *rkm;
 
+		if (cs_wthread_busy(w->wt) && cs_wthread_done(w->wt)) {
+			err = settle(w, -1);
+			continue;
+		}
 		if (batch_due(w, now)) {
-			err = flush_with_retry(w, -1);
+			/* one batch in flight at a time: wait for it, then hand this one over */
+			err = settle(w, -1);
+			if (err == CS_OK)
+				err = submit(w);
+			if (err == CS_ERR_RETRIABLE) /* dead letters not acknowledged: retry later */
+				err = CS_OK, sleep_ms(w->cfg->retry_backoff_ms);
 			continue;
 		}
 		if (!cs_batch_empty(w->batch))
 			timeout = w->batch_start_ms + w->cfg->batch_linger_ms - now;
+		if (cs_wthread_busy(w->wt) && timeout > 10)
+			timeout = 10; /* collect the write promptly when it finishes */
 		if (timeout > 100 || timeout < 0)
 			timeout = timeout < 0 ? 0 : 100;
 		rkm = rd_kafka_consumer_poll(w->rk, (int)timeout);
@@ -731,8 +826,9 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 			publish(w);
 		if (w->cfg->stats_interval_s > 0 &&
 		    now_ms() - w->stats_at_ms >= w->cfg->stats_interval_s * 1000) {
-			cs_stats_log(&w->stats, &w->prev_stats, (double)(now_ms() - w->stats_at_ms) / 1000.0,
-				     w->cfg->tables, w->cfg->ntables);
+			cs_stats_log(&w->stats, &w->prev_stats,
+				     (double)(now_ms() - w->stats_at_ms) / 1000.0, w->cfg->tables,
+				     w->cfg->ntables);
 			w->stats_at_ms = now_ms();
 		}
 	}
@@ -741,13 +837,13 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 		return err;
 	}
 	/* drain: write what is pending within the grace period */
-	deadline = now_ms() + w->cfg->shutdown_grace_ms;
-	cs_info("stopping: writing the pending batch (grace %lld ms)",
+	cs_info("stopping: writing what is pending (grace %lld ms)",
 		(long long)w->cfg->shutdown_grace_ms);
-	if (flush_with_retry(w, deadline) != CS_OK) {
-		cs_warn("pending batch not written before the grace period ended: it will be "
+	if (drain(w, now_ms() + w->cfg->shutdown_grace_ms) != CS_OK) {
+		cs_warn("pending entries not written before the grace period ended: they will be "
 			"consumed again: %s", w->errstr);
 		cs_batch_reset(w->batch);
+		cs_batch_reset(w->inflight);
 	}
 	return CS_OK;
 }
@@ -761,9 +857,11 @@ void cs_worker_destroy(cs_worker_t *w)
 		rd_kafka_consumer_close(w->rk);
 		rd_kafka_destroy(w->rk);
 	}
+	cs_wthread_destroy(w->wt);
 	cs_dlq_destroy(w->dlq);
 	cs_writer_destroy(w->writer);
 	cs_batch_destroy(w->batch);
+	cs_batch_destroy(w->inflight);
 	cs_decoder_destroy(w->dec);
 	cs_decoder_destroy(w->dec2);
 	free(w->parts);
