@@ -1,0 +1,515 @@
+#!/usr/bin/env python3
+"""copysink benchmark: copysink end to end against the raw COPY ceiling, the merge ceiling and
+the seed's method, side by side on the same generated entries, in one run on one machine.
+
+Run it through bench/run.sh, which builds copysink and starts PostgreSQL and Kafka.
+Writes bench/results/results.json, results.md and batch_size.png (gnuplot).
+"""
+import argparse
+import array
+import io
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import msgpack
+import psycopg2
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+DIM = 384
+PARTITIONS = 3
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi "
+         "rho sigma tau upsilon phi chi psi omega memory pattern vector cache batch").split()
+COLS = ("namespace", "key", "value", "embedding", "metadata", "tags")
+MERGE_SQL = (
+    "INSERT INTO {t} AS t (namespace, key, value, embedding, metadata, tags) "
+    "SELECT namespace, key, value, embedding, metadata, tags FROM {s} "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, "
+    "embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, tags = EXCLUDED.tags, "
+    "updated_at = now() WHERE (t.value, t.embedding, t.metadata, t.tags) IS DISTINCT FROM "
+    "(EXCLUDED.value, EXCLUDED.embedding, EXCLUDED.metadata, EXCLUDED.tags)")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- entries
+
+
+def make_entries(n, seed, version):
+    """n memory entries with unique keys; `version` changes every value but not the keys."""
+    rng = random.Random(seed * 1000 + version)
+    out = []
+    for i in range(n):
+        emb = array.array("f", (rng.uniform(-1, 1) for _ in range(DIM)))
+        out.append({
+            "namespace": f"bench{i % 8}",
+            "key": f"entry_{i:08d}",
+            "value": f"v{version} " + " ".join(rng.choice(WORDS) for _ in range(12)),
+            "embedding": emb,
+            "metadata": {"index": i, "version": version, "score": round(rng.random(), 6),
+                         "source": rng.choice(WORDS), "nested": {"a": i % 7, "b": "x"}},
+            "tags": [rng.choice(WORDS) for _ in range(3)],
+        })
+    return out
+
+
+def to_msgpack(e):
+    """The compact producer form: embedding as little-endian float32 bin."""
+    d = dict(e)
+    d["embedding"] = e["embedding"].tobytes()  # native = little-endian on x86-64
+    return msgpack.packb(d, use_bin_type=True)
+
+
+def binary_copy(entries):
+    """The same rows in PostgreSQL's binary COPY format (embedding as real[], metadata jsonb)."""
+    buf = io.BytesIO()
+    buf.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0))
+    for e in entries:
+        buf.write(struct.pack("!h", 6))
+        for s in (e["namespace"], e["key"], e["value"]):
+            b = s.encode()
+            buf.write(struct.pack("!i", len(b)) + b)
+        emb = array.array("f", e["embedding"])
+        emb.byteswap()
+        arr = struct.pack("!iiiii", 1, 0, 700, DIM, 1)
+        raw = emb.tobytes()
+        body = b"".join(struct.pack("!i", 4) + raw[j:j + 4] for j in range(0, len(raw), 4))
+        buf.write(struct.pack("!i", len(arr) + len(body)) + arr + body)
+        js = b"\x01" + json.dumps(e["metadata"], separators=(",", ":")).encode()
+        buf.write(struct.pack("!i", len(js)) + js)
+        tags = b"".join(struct.pack("!i", len(t.encode())) + t.encode() for t in e["tags"])
+        arr = struct.pack("!iiiii", 1, 0, 25, len(e["tags"]), 1) + tags
+        buf.write(struct.pack("!i", len(arr)) + arr)
+    buf.write(struct.pack("!h", -1))
+    return buf.getvalue()
+
+
+def text_copy_row(e):
+    """The seed's StringIO text COPY line (bulk_ops.py escaping)."""
+    def esc(s):
+        return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    emb = "{" + ",".join(repr(float(x)) for x in e["embedding"]) + "}"
+    tags = "{" + ",".join(e["tags"]) + "}"
+    return "\t".join([esc(e["namespace"]), esc(e["key"]), esc(e["value"]), emb,
+                      esc(json.dumps(e["metadata"])), tags]) + "\n"
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def connect(conninfo):
+    conn = psycopg2.connect(conninfo)
+    conn.autocommit = True
+    return conn
+
+
+def clone_table(conn, name):
+    with conn.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {name}")
+        cur.execute(f"CREATE TABLE {name} (LIKE memory_entries INCLUDING ALL)")
+
+
+def raw_ceiling(conn, copy_bytes, n):
+    clone_table(conn, "bench_raw")
+    with conn.cursor() as cur:
+        t0 = time.perf_counter()
+        cur.copy_expert(f"COPY bench_raw ({', '.join(COLS)}) FROM STDIN (FORMAT binary)",
+                        io.BytesIO(copy_bytes))
+        dt = time.perf_counter() - t0
+        cur.execute("SELECT count(*) FROM bench_raw")
+        assert cur.fetchone()[0] == n
+    return dt
+
+
+def merge_ceiling(conn, table, copy_bytes):
+    """Binary COPY into a temp table, then the same INSERT ... ON CONFLICT, one transaction."""
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        t0 = time.perf_counter()
+        cur.execute("CREATE TEMP TABLE bench_stage ON COMMIT DROP AS "
+                    f"SELECT {', '.join(COLS)} FROM {table} WITH NO DATA")
+        cur.copy_expert(f"COPY bench_stage FROM STDIN (FORMAT binary)", io.BytesIO(copy_bytes))
+        cur.execute(MERGE_SQL.format(t=table, s="bench_stage"))
+        conn.commit()
+        dt = time.perf_counter() - t0
+    conn.autocommit = True
+    return dt
+
+
+def seed_copy(conn, entries, batch=1000):
+    """The seed's bulk path: StringIO text COPY into a temp table, then ON CONFLICT."""
+    clone_table(conn, "bench_seed")
+    t0 = time.perf_counter()
+    for i in range(0, len(entries), batch):
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            buf = io.StringIO()
+            for e in entries[i:i + batch]:
+                if len(e["embedding"]) != DIM:
+                    raise ValueError("embedding dimension")
+                buf.write(text_copy_row(e))
+            buf.seek(0)
+            cur.execute("CREATE TEMP TABLE temp_seed (LIKE bench_seed INCLUDING DEFAULTS) "
+                        "ON COMMIT DROP")
+            cur.copy_from(buf, "temp_seed", columns=COLS)
+            cur.execute(MERGE_SQL.format(t="bench_seed", s="temp_seed"))
+        conn.commit()
+    conn.autocommit = True
+    return time.perf_counter() - t0
+
+
+def seed_inserts(conn, entries):
+    """The seed's individual INSERTs, one statement per entry."""
+    clone_table(conn, "bench_ins")
+    t0 = time.perf_counter()
+    with conn.cursor() as cur:
+        for e in entries:
+            cur.execute("INSERT INTO bench_ins (namespace, key, value, embedding, metadata, tags)"
+                        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (namespace, key) DO "
+                        "UPDATE SET value = EXCLUDED.value",
+                        (e["namespace"], e["key"], e["value"], list(e["embedding"]),
+                         json.dumps(e["metadata"]), e["tags"]))
+    return time.perf_counter() - t0
+
+
+def stored(conninfo, group):
+    with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT topic, partition, next_offset FROM copysink_offsets WHERE group_id = %s",
+                    (group,))
+        return {(t, p): o for t, p, o in cur.fetchall()}
+
+
+# ---------------------------------------------------------------- Kafka
+
+
+def create_topic(bootstrap, topic):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS,
+                                           replication_factor=1)]).values():
+        f.result(timeout=60)
+    time.sleep(1)
+
+
+def produce(bootstrap, topic, entries, rate=None, sent_at=None):
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 10,
+                  "compression.type": "lz4", "batch.size": 1000000})
+    t0 = time.perf_counter()
+
+    def cb(err, msg):
+        assert err is None, err
+        if sent_at is not None:
+            sent_at[(msg.partition(), msg.offset())] = msg.opaque
+
+    for i, e in enumerate(entries):
+        if rate:
+            due = t0 + i / rate
+            while time.perf_counter() < due:
+                p.poll(0)
+                time.sleep(0.0005)
+        key = msgpack.packb([e["namespace"], e["key"]])
+        while True:
+            try:
+                p.produce(topic, key=key, value=to_msgpack(e), on_delivery=cb,
+                          **({} if sent_at is None else {}))
+                break
+            except BufferError:
+                p.poll(0.05)
+        if sent_at is not None:
+            sent_at.setdefault("_t", []).append(time.time())
+        p.poll(0)
+    assert p.flush(120) == 0
+    return time.perf_counter() - t0
+
+
+def end_offsets(bootstrap, topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    ends = {}
+    for p in range(PARTITIONS):
+        ends[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+    c.close()
+    return {k: v for k, v in ends.items() if v > 0}
+
+
+# ---------------------------------------------------------------- copysink
+
+
+def write_config(path, args, topic, group, max_rows, linger_ms=200):
+    path.write(f"""[kafka]
+bootstrap.servers = {args.kafka}
+group.id = {group}
+fetch.max.bytes = 104857600
+max.partition.fetch.bytes = 16777216
+
+[postgres]
+conninfo = {args.pg}
+
+[batch]
+max_rows = {max_rows}
+max_bytes = {args.max_bytes}
+linger_ms = {linger_ms}
+
+[worker]
+stats_interval_s = 5
+
+[http]
+listen =
+
+[table memory_entries]
+topic = {topic}
+on_conflict = update
+""")
+    path.flush()
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_copysink(args, topic, max_rows, log_name):
+    """Start a worker with a fresh group; stop the clock when the last offset is stored."""
+    group = "bench-" + uuid.uuid4().hex[:8]
+    ends = end_offsets(args.kafka, topic)
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg, \
+            open(os.path.join(args.out, log_name), "wb") as logf:
+        write_config(cfg, args, topic, group, max_rows)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([args.bin, "run", "-c", cfg.name], stdout=logf, stderr=logf)
+        try:
+            while stored(args.pg, group) != ends:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"copysink exited with {proc.returncode}, see {log_name}")
+                time.sleep(0.02)
+            dt = time.perf_counter() - t0
+            rss = peak_rss_kb(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    return dt, rss
+
+
+def latency(args, topic, rate, seconds):
+    """p50/p99 from produce to commit at a fixed rate, sampled by polling stored offsets."""
+    group = "bench-lat-" + uuid.uuid4().hex[:8]
+    n = int(rate * seconds)
+    entries = make_entries(n, 99, 5)
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg, \
+            open(os.path.join(args.out, "latency.log"), "wb") as logf:
+        write_config(cfg, args, topic, group, 10000)
+        proc = subprocess.Popen([args.bin, "run", "-c", cfg.name], stdout=logf, stderr=logf)
+        try:
+            time.sleep(3)  # let it join the group
+            # wait until it caught up with what is already there
+            while stored(args.pg, group) != end_offsets(args.kafka, topic):
+                time.sleep(0.05)
+            commits = []  # (time, {(topic, p): offset})
+            stop = threading.Event()
+
+            def poll():
+                conn = psycopg2.connect(args.pg)
+                conn.autocommit = True
+                cur = conn.cursor()
+                while not stop.is_set():
+                    cur.execute("SELECT partition, next_offset FROM copysink_offsets "
+                                "WHERE group_id = %s", (group,))
+                    commits.append((time.time(), dict(cur.fetchall())))
+                    time.sleep(0.005)
+                conn.close()
+            th = threading.Thread(target=poll)
+            th.start()
+            sends = {}  # (partition, offset) -> send time
+            p = Producer({"bootstrap.servers": args.kafka, "linger.ms": 1,
+                          "enable.idempotence": True})
+            t0 = time.perf_counter()
+            for i, e in enumerate(entries):
+                due = t0 + i / rate
+                while time.perf_counter() < due:
+                    p.poll(0)
+                sent = time.time()
+                p.produce(topic, key=msgpack.packb([e["namespace"], e["key"]]), value=to_msgpack(e),
+                          on_delivery=lambda err, msg, s=sent: sends.__setitem__(
+                              (msg.partition(), msg.offset()), s))
+                p.poll(0)
+            p.flush(60)
+            ends = end_offsets(args.kafka, topic)
+            while stored(args.pg, group) != ends:
+                time.sleep(0.05)
+            stop.set()
+            th.join()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    lat = []
+    for (part, off), sent in sends.items():
+        for t, offs in commits:
+            if offs.get(part, -1) > off:
+                lat.append((t - sent) * 1000)
+                break
+    lat.sort()
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99)], len(lat)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--entries", type=int, default=200_000)
+    ap.add_argument("--seed-entries", type=int, default=20_000,
+                    help="entries for the seed's COPY method (it is slow)")
+    ap.add_argument("--insert-entries", type=int, default=2_000,
+                    help="entries for the seed's individual INSERTs")
+    ap.add_argument("--batch-sizes", default="1000,2500,5000,10000,20000")
+    ap.add_argument("--max-bytes", type=int, default=33554432)
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--pg", required=True)
+    ap.add_argument("--kafka", required=True)
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--out", default="bench/results")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    n = args.entries
+    res = {"entries": n, "dim": DIM, "max_bytes": args.max_bytes,
+           "machine": {"cpus": os.cpu_count()}}
+
+    subprocess.run([args.bin, "migrate", "-c", "/dev/stdin"], input=(
+        f"[postgres]\nconninfo = {args.pg}\n[table memory_entries]\n").encode(), check=True)
+    conn = connect(args.pg)
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE memory_entries")
+
+    log(f"generating {n} entries")
+    new = make_entries(n, 1, 1)
+    upd = make_entries(n, 1, 2)  # same keys, every value changed
+    copy_new, copy_upd = binary_copy(new), binary_copy(upd)
+    res["copy_bytes_per_row"] = len(copy_new) / n
+    res["msgpack_bytes_per_row"] = len(to_msgpack(new[0]))
+
+    run_id = uuid.uuid4().hex[:6]
+    t_new, t_upd = f"bench.{run_id}.new", f"bench.{run_id}.upd"
+    for t in (t_new, t_upd):
+        create_topic(args.kafka, t)
+    log("producing")
+    res["produce_s"] = produce(args.kafka, t_new, new)
+    produce(args.kafka, t_upd, upd)
+
+    log("copysink, new keys")
+    dt, rss = run_copysink(args, t_new, 10000, "copysink_new.log")
+    res["copysink_new"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss}
+    log("copysink, all keys existing (update)")
+    dt, rss2 = run_copysink(args, t_upd, 10000, "copysink_upd.log")
+    res["copysink_update"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss2}
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM memory_entries WHERE value LIKE 'v2 %'")
+        assert cur.fetchone()[0] == n, "copysink did not update every row"
+
+    log("raw COPY ceiling")
+    dt = raw_ceiling(conn, copy_new, n)
+    res["raw_copy"] = {"seconds": dt, "rows_per_s": n / dt}
+    log("merge ceiling, new keys")
+    clone_table(conn, "bench_merge")
+    dt = merge_ceiling(conn, "bench_merge", copy_new)
+    res["merge_new"] = {"seconds": dt, "rows_per_s": n / dt}
+    log("merge ceiling, all keys existing")
+    dt = merge_ceiling(conn, "bench_merge", copy_upd)
+    res["merge_update"] = {"seconds": dt, "rows_per_s": n / dt}
+
+    log("seed: StringIO COPY + ON CONFLICT")
+    m = min(args.seed_entries, n)
+    dt = seed_copy(conn, new[:m])
+    res["seed_copy"] = {"entries": m, "seconds": dt, "rows_per_s": m / dt}
+    log("seed: individual INSERTs")
+    m = min(args.insert_entries, n)
+    dt = seed_inserts(conn, new[:m])
+    res["seed_insert"] = {"entries": m, "seconds": dt, "rows_per_s": m / dt}
+
+    log("batch size sweep")
+    res["batch_sizes"] = []
+    for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE memory_entries")
+        dt, rss = run_copysink(args, t_new, bs, f"copysink_bs{bs}.log")
+        res["batch_sizes"].append({"max_rows": bs, "rows_per_s": n / dt, "peak_rss_kb": rss})
+
+    best = max([res["copysink_new"]["rows_per_s"]] + [b["rows_per_s"] for b in res["batch_sizes"]])
+    if args.latency_seconds > 0:
+        log("latency at half load")
+        t_lat = f"bench.{run_id}.lat"
+        create_topic(args.kafka, t_lat)
+        rate = best / 2
+        p50, p99, cnt = latency(args, t_lat, rate, args.latency_seconds)
+        res["latency"] = {"rate": rate, "p50_ms": p50, "p99_ms": p99, "samples": cnt,
+                          "linger_ms": 200}
+
+    report(res, args.out)
+
+
+def report(res, out):
+    c_new = res["copysink_new"]["rows_per_s"]
+    c_upd = res["copysink_update"]["rows_per_s"]
+    rows = [
+        ("copysink end to end, new keys", c_new, ""),
+        ("copysink end to end, all keys existing (update)", c_upd, ""),
+        ("raw binary COPY ceiling (one connection)", res["raw_copy"]["rows_per_s"],
+         f"copysink/ceiling {c_new / res['raw_copy']['rows_per_s']:.2f}"),
+        ("merge ceiling by hand, new keys", res["merge_new"]["rows_per_s"],
+         f"copysink/merge {c_new / res['merge_new']['rows_per_s']:.2f}"),
+        ("merge ceiling by hand, keys existing", res["merge_update"]["rows_per_s"],
+         f"copysink/merge {c_upd / res['merge_update']['rows_per_s']:.2f}"),
+        (f"seed: StringIO COPY + ON CONFLICT ({res['seed_copy']['entries']} entries)",
+         res["seed_copy"]["rows_per_s"], f"copysink/seed {c_new / res['seed_copy']['rows_per_s']:.1f}"),
+        (f"seed: individual INSERTs ({res['seed_insert']['entries']} entries)",
+         res["seed_insert"]["rows_per_s"], f"copysink/seed {c_new / res['seed_insert']['rows_per_s']:.1f}"),
+    ]
+    lines = [f"# copysink benchmark ({res['entries']} entries, {res['dim']}-dim embeddings)", "",
+             "| method | rows/s | ratio |", "|---|---:|---|"]
+    lines += [f"| {name} | {rate:,.0f} | {ratio} |" for name, rate, ratio in rows]
+    mb = res["max_bytes"] / 1048576
+    rss = max(res["copysink_new"]["peak_rss_kb"], res["copysink_update"]["peak_rss_kb"]) / 1024
+    lines += ["", f"Peak RSS of the worker: {rss:.1f} MB (target 3 x max_bytes + 32 MB = "
+              f"{3 * mb + 32:.0f} MB)", "",
+              "| max_rows | rows/s | peak RSS MB |", "|---:|---:|---:|"]
+    lines += [f"| {b['max_rows']} | {b['rows_per_s']:,.0f} | {b['peak_rss_kb'] / 1024:.1f} |"
+              for b in res["batch_sizes"]]
+    if "latency" in res:
+        l = res["latency"]
+        lines += ["", f"Latency at {l['rate']:,.0f} entries/s (half the best measured): "
+                  f"p50 {l['p50_ms']:.0f} ms, p99 {l['p99_ms']:.0f} ms over {l['samples']} entries "
+                  f"(target p99 <= linger_ms + 100 = {l['linger_ms'] + 100} ms)"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    dat = os.path.join(out, "batch_size.dat")
+    with open(dat, "w") as f:
+        for b in res["batch_sizes"]:
+            f.write(f"{b['max_rows']} {b['rows_per_s']:.0f}\n")
+    gp = (f"set terminal png size 800,500; set output '{os.path.join(out, 'batch_size.png')}';"
+          "set title 'copysink rows/s against batch size (max_rows)'; set xlabel 'max_rows';"
+          "set ylabel 'rows/s'; set logscale x; set grid; set yrange [0:];"
+          f"plot '{dat}' using 1:2 with linespoints lw 2 title 'copysink'")
+    try:
+        subprocess.run(["gnuplot", "-e", gp], check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        log(f"no plot: {e}")
+
+
+if __name__ == "__main__":
+    main()
