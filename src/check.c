@@ -47,6 +47,10 @@ static int check_privileges(PGconn *conn, const cs_tablespec_t *spec, FILE *out)
 	return problems;
 }
 
+/* The bookkeeping table, as a spec, for the privilege check (it is updated on every batch). */
+static const cs_tablespec_t offsets_spec = {.name = CS_OFFSETS_TABLE, .schema = "public",
+					    .on_conflict = CS_CONFLICT_UPDATE};
+
 /* PostgreSQL: reachable, tables of the right shape and writable, bookkeeping present. */
 static int check_postgres(cs_config_t *cfg, FILE *out)
 {
@@ -79,6 +83,8 @@ static int check_postgres(cs_config_t *cfg, FILE *out)
 	}
 	if (cs_schema_check_offsets(conn, errstr, sizeof(errstr)) != 0) {
 		fprintf(out, "error: %s\n", errstr);
+		problems++;
+	} else if (check_privileges(conn, &offsets_spec, out) != 0) {
 		problems++;
 	} else {
 		fprintf(out, "ok: table \"%s\" present\n", CS_OFFSETS_TABLE);

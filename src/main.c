@@ -202,6 +202,7 @@ static int cmd_migrate(cs_config_t *cfg)
 		PQfinish(conn);
 		return EXIT_FAILURE;
 	}
+	cs_schema_quiet_notices(conn);
 	if (cs_schema_migrate(conn, cfg->tables, cfg->ntables, errstr, sizeof(errstr)) != 0) {
 		cs_error("migration failed: %s", errstr);
 		rc = EXIT_FAILURE;

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copysink/log.h"
+
 #define SQL_MAX 16384
 #define FLOAT4OID 700
 #define TEXTOID 25
@@ -137,6 +139,20 @@ static const char offsets_ddl[] =
 	"group_id text NOT NULL, topic text NOT NULL, partition integer NOT NULL, "
 	"next_offset bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
 	"PRIMARY KEY (group_id, topic, partition))";
+
+/* Server notices ("relation already exists, skipping") go to the debug log. */
+static void notice_processor(void *arg, const char *message)
+{
+	size_t n = strlen(message);
+
+	cs_log(CS_LOG_DEBUG, "postgres: %.*s", (int)(n > 0 && message[n - 1] == '\n' ? n - 1 : n),
+	       message);
+}
+
+void cs_schema_quiet_notices(PGconn *conn)
+{
+	PQsetNoticeProcessor(conn, notice_processor, NULL);
+}
 
 int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs, int nspecs, char *errstr,
 		      size_t errstr_size)
@@ -272,8 +288,8 @@ static int check_column(cs_tablespec_t *spec, cs_table_shape_t *shape, PGresult 
 }
 
 /* Check that a unique index covers exactly the key columns. */
-static int check_key(PGconn *conn, const cs_tablespec_t *spec, const char *table, char *errstr,
-		     size_t errstr_size)
+static int check_key(PGconn *conn, const cs_tablespec_t *spec, const char *table,
+		     const char *plain, char *errstr, size_t errstr_size)
 {
 	static const char sql[] =
 		"SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisunique "
@@ -304,8 +320,14 @@ static int check_key(PGconn *conn, const cs_tablespec_t *spec, const char *table
 			 PQresultErrorMessage(res));
 		rc = -1;
 	} else if (PQntuples(res) == 0) {
+		char shown[sizeof(keys)];
+		size_t o = 0;
+		for (int i = 0; i < spec->ncols && o < sizeof(shown); i++)
+			if (spec->cols[i].in_key)
+				o += (size_t)snprintf(shown + o, sizeof(shown) - o, "%s%s",
+						      o ? ", " : "", spec->cols[i].name);
 		snprintf(errstr, errstr_size,
-			 "table \"%s\" has no unique index on its conflict key (%s)", table, keys);
+			 "table \"%s\" has no unique index on its conflict key (%s)", plain, shown);
 		rc = -1;
 	}
 	PQclear(res);
@@ -349,7 +371,8 @@ int cs_schema_resolve(PGconn *conn, cs_tablespec_t *spec, cs_table_shape_t *shap
 			goto fail;
 		}
 	}
-	if (cs_tablespec_nkeys(spec) > 0 && check_key(conn, spec, table, errstr, errstr_size) != 0)
+	if (cs_tablespec_nkeys(spec) > 0 &&
+	    check_key(conn, spec, table, plain, errstr, errstr_size) != 0)
 		goto fail;
 	rc = 0;
 fail:

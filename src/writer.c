@@ -302,6 +302,7 @@ cs_err_t cs_writer_connect(cs_writer_t *w, char *errstr, size_t errstr_size)
 		cs_writer_disconnect(w);
 		return CS_ERR_RETRIABLE;
 	}
+	cs_schema_quiet_notices(w->conn);
 	err = prepare_tables(w, errstr, errstr_size);
 	if (err != CS_OK)
 		cs_writer_disconnect(w);

@@ -49,6 +49,9 @@ __attribute__((warn_unused_result)) int cs_schema_resolve(PGconn *conn, cs_table
 __attribute__((warn_unused_result)) int cs_schema_check_offsets(PGconn *conn, char *errstr,
 								size_t errstr_size);
 
+/* Send the server's notices on `conn` to the debug log instead of stderr. */
+void cs_schema_quiet_notices(PGconn *conn);
+
 /* Write the quoted identifier "a""b" of `name` into out (size >= 2*strlen+3). */
 void cs_schema_quote(char *out, size_t size, const char *name);
 
