@@ -535,9 +535,12 @@ static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
 		p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
 		if (pstate_set(w, p->topic, p->partition, stored) != 0)
 			cs_error("out of memory tracking partition \"%s\" [%d]", p->topic, p->partition);
-		cs_info("partition \"%s\" [%d] assigned, starting at %s%lld", p->topic,
-			(int)p->partition, stored >= 0 ? "stored offset " : "committed/reset offset",
-			stored >= 0 ? (long long)stored : -1LL);
+		if (stored >= 0)
+			cs_info("partition \"%s\" [%d] assigned, starting at stored offset %lld",
+				p->topic, (int)p->partition, (long long)stored);
+		else
+			cs_info("partition \"%s\" [%d] assigned, no stored offset: starting at the "
+				"committed offset or auto.offset.reset", p->topic, (int)p->partition);
 	}
 }
 
