@@ -54,6 +54,7 @@ struct cs_worker {
 	char w_sqlstate[6];
 	uint64_t w_sqlstate_count;
 	int64_t stats_at_ms;
+	long kill_after_commits; /* fault injection for tests; 0 = off */
 	char errstr[ERRSTR];
 };
 
@@ -453,6 +454,9 @@ static void committed(cs_worker_t *w, int64_t ms)
 	for (int i = 0; i < nparts; i++)
 		if (parts[i].partition >= 0 && pstate_find(w, parts[i].topic, parts[i].partition))
 			(void)pstate_set(w, parts[i].topic, parts[i].partition, parts[i].next_offset);
+	/* tests kill the worker here: committed in PostgreSQL, not yet in Kafka */
+	if (w->kill_after_commits > 0 && --w->kill_after_commits == 0)
+		raise(SIGKILL);
 	commit_to_kafka(w);
 	w->stats.batches++;
 	w->stats.last_commit_ms = wall_ms();
@@ -663,6 +667,8 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t
 	}
 	w->cfg = cfg;
 	w->shared = shared;
+	if (getenv("COPYSINK_TEST_KILL_AFTER_COMMITS") != NULL)
+		w->kill_after_commits = strtol(getenv("COPYSINK_TEST_KILL_AFTER_COMMITS"), NULL, 10);
 	group[0] = '\0';
 	for (int i = 0; i < cfg->nkafka; i++)
 		if (strcmp(cfg->kafka[i].key, "group.id") == 0)

@@ -250,3 +250,93 @@ def wait_for(predicate, timeout, what, interval=0.25):
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Servers:
+    """Stop, start and restart the test PostgreSQL and Kafka broker (scripts/pg.sh, kafka.sh)."""
+
+    def __init__(self):
+        self.root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.pg_dir = _required_env("COPYSINK_TEST_PG_DIR")
+        self.kafka_dir = _required_env("COPYSINK_TEST_KAFKA_DIR")
+
+    def _run(self, script, *args):
+        subprocess.run([os.path.join(self.root, "scripts", script), *args], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def pg_stop(self):
+        self._run("pg.sh", "stop", self.pg_dir)
+
+    def pg_start(self):
+        self._run("pg.sh", "start", self.pg_dir)
+
+    def pg_restart_immediate(self):
+        self._run("pg.sh", "restart-immediate", self.pg_dir)
+
+    def kafka_restart(self):
+        self._run("kafka.sh", "restart", self.kafka_dir)
+
+
+@pytest.fixture
+def servers():
+    s = Servers()
+    yield s
+    # leave both servers running for the next test, whatever happened
+    try:
+        s._run("pg.sh", "start", s.pg_dir)
+    except subprocess.CalledProcessError:
+        pass
+
+
+EVENTS_SPEC = """
+[table events]
+topic = {topic}
+columns = id bigint not null, producer text not null, payload jsonb
+"""
+
+
+def events_config(tmp_path, name, *, kafka, conninfo, topic, group, batch=None, extra=""):
+    """A worker config with one insert-only table `events` (no conflict key): any duplicate
+    delivery would show as a second row."""
+    return write_config(tmp_path / name, bootstrap=kafka.bootstrap, conninfo=conninfo,
+                        group=group, tables={}, batch=batch,
+                        extra=EVENTS_SPEC.format(topic=topic) + extra)
+
+
+def produce_events(kafka, topic, ids, producer="p"):
+    import msgpack
+    return kafka.produce([(topic, msgpack.packb([i]),
+                           msgpack.packb({"id": i, "producer": producer,
+                                          "payload": {"n": i, "s": f"event {i}"}}))
+                          for i in ids])
+
+
+def assert_events_exactly_once(conninfo, ids):
+    with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, count(*) FROM events GROUP BY id HAVING count(*) > 1")
+        dups = cur.fetchall()
+        cur.execute("SELECT id, payload FROM events ORDER BY id")
+        rows = cur.fetchall()
+    assert dups == [], f"{len(dups)} ids written more than once, e.g. {dups[:5]}"
+    got = [r[0] for r in rows]
+    missing = sorted(set(ids) - set(got))
+    assert not missing, f"{len(missing)} ids lost, e.g. {missing[:5]}"
+    assert got == sorted(ids)
+    for i, payload in rows:
+        assert payload == {"n": i, "s": f"event {i}"}
+
+
+def stored_offsets(conninfo, group):
+    with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT topic, partition, next_offset FROM copysink_offsets "
+                    "WHERE group_id = %s", (group,))
+        return {(t, p): o for t, p, o in cur.fetchall()}
+
+
+def end_offsets(kafka, *topics):
+    ends = {}
+    for topic in topics:
+        for p, high in kafka.end_offsets(topic).items():
+            if high > 0:
+                ends[(topic, p)] = high
+    return ends

@@ -1,0 +1,207 @@
+"""Reliability under real faults: killed workers, a stalled zombie, SIGTERM, a PostgreSQL
+outage, a broker restart, scaling the group up and down. An insert-only table (no conflict
+key) makes any duplicate visible as a second row."""
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+from conftest import (assert_events_exactly_once, end_offsets, events_config, produce_events,
+                      stored_offsets, wait_for)
+
+
+def migrate(copysink_bin, config):
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+
+
+def http_status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def test_killed_between_db_commit_and_kafka_commit(tmp_path, database, kafka, workers,
+                                                   copysink_bin):
+    """SIGKILL right after the PostgreSQL commit, before the Kafka commit, three times:
+    the stored offsets are the truth, so every entry is in the table exactly once."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 300, "linger_ms": 50})
+    migrate(copysink_bin, config)
+    ids = list(range(3000))
+    produce_events(kafka, topic, ids)
+    ends = end_offsets(kafka, topic)
+
+    import os
+    for attempt in range(3):
+        os.environ["COPYSINK_TEST_KILL_AFTER_COMMITS"] = str(attempt + 1)
+        try:
+            w = workers(config, f"killed{attempt}").start()
+            w.proc.wait(timeout=120)
+        finally:
+            del os.environ["COPYSINK_TEST_KILL_AFTER_COMMITS"]
+        assert w.proc.returncode == -signal.SIGKILL, w.log_text()[-2000:]
+        w.log.close()
+        w.proc = None
+        # committed in PostgreSQL, and Kafka's committed offsets lag behind
+        stored = stored_offsets(database, group)
+        assert stored, "the killed worker committed nothing to PostgreSQL"
+        committed = {}
+        for (t, p) in ends:
+            committed.update(kafka.committed(group, t, [p]))
+        assert any(committed.get(p, -1001) < o for (t, p), o in stored.items()), \
+            "Kafka had every offset already: the kill came too late to test anything"
+
+    w = workers(config, "final").start()
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 120, "catch-up")
+    assert w.stop() == 0, w.log_text()[-3000:]
+    assert_events_exactly_once(database, ids)
+
+
+def test_zombie_is_fenced(tmp_path, database, kafka, workers, copysink_bin):
+    """Worker A holds a batch and stalls (SIGSTOP) past its session timeout; worker B takes
+    the partitions over and commits. When A resumes it must not commit its stale batch."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 2})
+    group = "g-" + kafka.prefix
+    extra = "\n[kafka]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n"
+    cfg_a = events_config(tmp_path, "a.ini", kafka=kafka, conninfo=database, topic=topic,
+                          group=group, batch={"max_rows": 100000, "linger_ms": 6000})
+    cfg_b = events_config(tmp_path, "b.ini", kafka=kafka, conninfo=database, topic=topic,
+                          group=group, batch={"max_rows": 100000, "linger_ms": 200})
+    for cfg in (cfg_a, cfg_b):
+        with open(cfg, "a") as f:
+            f.write("\n[kafka]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n")
+    del extra
+    migrate(copysink_bin, cfg_a)
+    ids = list(range(1000))
+
+    a = workers(cfg_a, "a").start()
+    wait_for(lambda: "assigned" in a.log_text(), 60, "A to get partitions")
+    produce_events(kafka, topic, ids)
+    ends = end_offsets(kafka, topic)
+    time.sleep(2)  # A has consumed everything into its batch; linger is 6 s
+    a.proc.send_signal(signal.SIGSTOP)
+    b = workers(cfg_b, "b").start()
+    wait_for(lambda: stored_offsets(database, group) == ends, 120, "B to commit everything")
+    a.proc.send_signal(signal.SIGCONT)
+    time.sleep(8)  # A's linger has long passed: it writes (fenced) or learns it lost the partitions
+    assert a.alive() and b.alive()
+    assert b.stop() == 0
+    assert a.stop() == 0
+    log = a.log_text()
+    assert "fenced" in log or "lost" in log, log[-3000:]
+    assert_events_exactly_once(database, ids)
+    assert stored_offsets(database, group) == ends
+
+
+def test_sigterm_writes_pending_batch(tmp_path, database, kafka, workers, copysink_bin):
+    """SIGTERM with a batch pending (long linger): it is written and committed, exit 0."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 100000, "linger_ms": 60000})
+    migrate(copysink_bin, config)
+    w = workers(config).start()
+    wait_for(lambda: "assigned" in w.log_text(), 60, "partitions")
+    ids = list(range(2000))
+    produce_events(kafka, topic, ids)
+    time.sleep(3)
+    assert stored_offsets(database, group) == {}, "nothing may be written before linger_ms"
+    t0 = time.time()
+    assert w.stop(timeout=30) == 0, w.log_text()[-3000:]
+    assert time.time() - t0 < 25
+    assert stored_offsets(database, group) == end_offsets(kafka, topic)
+    assert_events_exactly_once(database, ids)
+
+
+def test_postgres_outage(tmp_path, database, kafka, workers, copysink_bin, servers):
+    """PostgreSQL stops while entries flow: the worker retries (not ready meanwhile), and
+    everything lands exactly once when it is back."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 500, "linger_ms": 100},
+                           extra="\n[http]\nlisten = 127.0.0.1:19388\n")
+    migrate(copysink_bin, config)
+    w = workers(config).start()
+    wait_for(lambda: http_status("http://127.0.0.1:19388/readyz") == 200, 60, "ready")
+    produce_events(kafka, topic, range(0, 1000))
+    wait_for(lambda: sum(stored_offsets(database, group).values()) == 1000, 60, "first part")
+    servers.pg_stop()
+    try:
+        produce_events(kafka, topic, range(1000, 3000))
+        wait_for(lambda: http_status("http://127.0.0.1:19388/readyz") == 503, 60,
+                 "readyz to report the outage")
+        assert http_status("http://127.0.0.1:19388/healthz") == 200
+        time.sleep(3)
+        assert w.alive(), w.log_text()[-3000:]
+    finally:
+        servers.pg_start()
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends, 120, "catch-up after the outage")
+    wait_for(lambda: http_status("http://127.0.0.1:19388/readyz") == 200, 30, "ready again")
+    assert w.stop() == 0
+    assert "will retry" in w.log_text()
+    assert_events_exactly_once(database, list(range(3000)))
+
+
+def test_broker_restart(tmp_path, database, kafka, workers, copysink_bin, servers):
+    """The broker restarts while the worker runs: it waits, resumes and loses nothing."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 500, "linger_ms": 100})
+    migrate(copysink_bin, config)
+    w = workers(config).start()
+    produce_events(kafka, topic, range(0, 1500))
+    servers.kafka_restart()
+    produce_events(kafka, topic, range(1500, 3000))
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 180, "catch-up")
+    assert w.stop() == 0, w.log_text()[-3000:]
+    assert_events_exactly_once(database, list(range(3000)))
+
+
+def test_scale_one_three_one(tmp_path, database, kafka, workers, copysink_bin):
+    """From one worker to three and back to one while entries flow (cooperative rebalancing):
+    nothing lost, nothing duplicated."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 6})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 200, "linger_ms": 100})
+    migrate(copysink_bin, config)
+    total = 12000
+    done = threading.Event()
+
+    def feed():
+        for start in range(0, total, 500):
+            produce_events(kafka, topic, range(start, start + 500))
+            time.sleep(0.4)
+        done.set()
+
+    first = workers(config, "w1").start()
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    time.sleep(3)
+    more = [workers(config, f"w{i}").start() for i in (2, 3)]
+    time.sleep(5)
+    for m in more:
+        assert m.stop() == 0, m.log_text()[-3000:]
+    feeder.join()
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends, 120, "catch-up")
+    assert first.stop() == 0, first.log_text()[-3000:]
+    assert "revoked" in more[0].log_text() or "revoked" in more[1].log_text()
+    assert_events_exactly_once(database, list(range(total)))
