@@ -217,13 +217,15 @@ def workers(tmp_path, copysink_bin):
             w.kill()
 
 
-def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra=""):
-    """tables: {name: (topic, on_conflict)}."""
+def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra="",
+                 kafka_settings=None):
+    """tables: {name: (topic, on_conflict)}; kafka_settings: more [kafka] keys."""
     batch = batch or {}
     lines = [
         "[kafka]",
         f"bootstrap.servers = {bootstrap}",
         f"group.id = {group}",
+        *[f"{k} = {v}" for k, v in (kafka_settings or {}).items()],
         "",
         "[postgres]",
         f"conninfo = {conninfo}",
@@ -295,11 +297,12 @@ columns = id bigint not null, producer text not null, payload jsonb
 """
 
 
-def events_config(tmp_path, name, *, kafka, conninfo, topic, group, batch=None, extra=""):
+def events_config(tmp_path, name, *, kafka, conninfo, topic, group, batch=None, extra="",
+                  kafka_settings=None):
     """A worker config with one insert-only table `events` (no conflict key): any duplicate
     delivery would show as a second row."""
     return write_config(tmp_path / name, bootstrap=kafka.bootstrap, conninfo=conninfo,
-                        group=group, tables={}, batch=batch,
+                        group=group, tables={}, batch=batch, kafka_settings=kafka_settings,
                         extra=EVENTS_SPEC.format(topic=topic) + extra)
 
 

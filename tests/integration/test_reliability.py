@@ -71,15 +71,13 @@ def test_zombie_is_fenced(tmp_path, database, kafka, workers, copysink_bin):
     topic = kafka.topic("events")
     kafka.create_topics({topic: 2})
     group = "g-" + kafka.prefix
-    extra = "\n[kafka]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n"
+    fast = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
     cfg_a = events_config(tmp_path, "a.ini", kafka=kafka, conninfo=database, topic=topic,
-                          group=group, batch={"max_rows": 100000, "linger_ms": 6000})
+                          group=group, batch={"max_rows": 100000, "linger_ms": 6000},
+                          kafka_settings=fast)
     cfg_b = events_config(tmp_path, "b.ini", kafka=kafka, conninfo=database, topic=topic,
-                          group=group, batch={"max_rows": 100000, "linger_ms": 200})
-    for cfg in (cfg_a, cfg_b):
-        with open(cfg, "a") as f:
-            f.write("\n[kafka]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n")
-    del extra
+                          group=group, batch={"max_rows": 100000, "linger_ms": 200},
+                          kafka_settings=fast)
     migrate(copysink_bin, cfg_a)
     ids = list(range(1000))
 
