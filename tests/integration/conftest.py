@@ -218,7 +218,7 @@ def workers(tmp_path, copysink_bin):
 
 
 def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra="",
-                 kafka_settings=None):
+                 kafka_settings=None, http_listen=""):
     """tables: {name: (topic, on_conflict)}; kafka_settings: more [kafka] keys."""
     batch = batch or {}
     lines = [
@@ -237,6 +237,9 @@ def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra=
         "",
         "[worker]",
         "stats_interval_s = 2",
+        "",
+        "[http]",
+        f"listen = {http_listen}",
         "",
     ]
     for name, (topic, mode) in tables.items():
@@ -298,11 +301,12 @@ columns = id bigint not null, producer text not null, payload jsonb
 
 
 def events_config(tmp_path, name, *, kafka, conninfo, topic, group, batch=None, extra="",
-                  kafka_settings=None):
+                  kafka_settings=None, http_listen=""):
     """A worker config with one insert-only table `events` (no conflict key): any duplicate
     delivery would show as a second row."""
     return write_config(tmp_path / name, bootstrap=kafka.bootstrap, conninfo=conninfo,
                         group=group, tables={}, batch=batch, kafka_settings=kafka_settings,
+                        http_listen=http_listen,
                         extra=EVENTS_SPEC.format(topic=topic) + extra)
 
 

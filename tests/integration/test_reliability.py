@@ -129,7 +129,7 @@ def test_postgres_outage(tmp_path, database, kafka, workers, copysink_bin, serve
     group = "g-" + kafka.prefix
     config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
                            group=group, batch={"max_rows": 500, "linger_ms": 100},
-                           extra="\n[http]\nlisten = 127.0.0.1:19388\n")
+                           http_listen="127.0.0.1:19388")
     migrate(copysink_bin, config)
     w = workers(config).start()
     wait_for(lambda: http_status("http://127.0.0.1:19388/readyz") == 200, 60, "ready")
