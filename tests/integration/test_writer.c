@@ -1,0 +1,273 @@
+/*
+ * test_writer.c - the writer against a real PostgreSQL: fencing, merge semantics, untouched
+ * unchanged rows, rejected rows
+ *
+ * Needs COPYSINK_TEST_PG_CONNINFO (scripts/test.sh sets it); creates and drops its own database.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <libpq-fe.h>
+#include <msgpack.h>
+
+#include "copysink/batch.h"
+#include "copysink/decode.h"
+#include "copysink/schema.h"
+#include "copysink/writer.h"
+
+static char conninfo[1024];
+static char dbname[64];
+static cs_tablespec_t spec;
+static cs_decoder_t *dec;
+
+/* Run SQL on the test database and return the first value of the first row ("" if none). */
+static char *query(const char *sql, char *out, size_t size)
+{
+	PGconn *conn = PQconnectdb(conninfo);
+	PGresult *res = PQexec(conn, sql);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+		fail_msg("%s: %s", sql, PQerrorMessage(conn));
+	snprintf(out, size, "%s", PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "");
+	PQclear(res);
+	PQfinish(conn);
+	return out;
+}
+
+/* Add entry {id, body} at offset to the batch as the decoder would. */
+static void add(cs_batch_t *b, int32_t partition, int64_t offset, int64_t id, const char *body)
+{
+	msgpack_sbuffer sbuf;
+	msgpack_packer pk;
+	cs_buf_t *tuples = cs_batch_tuples(b, 0), *keys = cs_batch_keys(b);
+	size_t ts = tuples->len, ks = keys->len;
+	cs_reason_t reason;
+	char err[256];
+	int part;
+
+	msgpack_sbuffer_init(&sbuf);
+	msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	msgpack_pack_str_with_body(&pk, "id", 2);
+	msgpack_pack_int64(&pk, id);
+	msgpack_pack_str_with_body(&pk, "body", 4);
+	msgpack_pack_str_with_body(&pk, body, strlen(body));
+	part = cs_batch_add_message(b, "topic", partition, offset, NULL, 0, sbuf.data, sbuf.size,
+				    true);
+	assert_true(part >= 0);
+	assert_int_equal(cs_decode_open(dec, sbuf.data, sbuf.size, &reason, err, sizeof(err)), 1);
+	assert_int_equal(cs_decode_entry(dec, 0, &spec, tuples, keys, err, sizeof(err)),
+			 CS_REASON_OK);
+	assert_int_equal(cs_batch_push_row(b, 0, part, offset, 0, ts, ks), 0);
+	msgpack_sbuffer_destroy(&sbuf);
+}
+
+/* Rejected-row callback that records the SQLSTATEs it sees. */
+static char rejected[256];
+static int on_reject(void *opaque, int t, const cs_batch_row_t *row, const char *sqlstate,
+		     const char *message)
+{
+	size_t n = strlen(rejected);
+	snprintf(rejected + n, sizeof(rejected) - n, "%s%lld:%s", n ? "," : "",
+		 (long long)row->offset, sqlstate);
+	return 0;
+}
+
+/* Create the database and the table for one test. */
+static int setup(void **state)
+{
+	const char *admin = getenv("COPYSINK_TEST_PG_CONNINFO");
+	char sql[256], err[512];
+	PGconn *conn;
+
+	if (admin == NULL)
+		fail_msg("COPYSINK_TEST_PG_CONNINFO is not set: run through scripts/test.sh");
+	snprintf(dbname, sizeof(dbname), "cs_writer_%d", (int)getpid());
+	conn = PQconnectdb(admin);
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", dbname);
+	PQclear(PQexec(conn, sql));
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
+	PQclear(PQexec(conn, sql));
+	PQfinish(conn);
+	snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", admin, dbname);
+
+	memset(&spec, 0, sizeof(spec));
+	snprintf(spec.name, sizeof(spec.name), "items");
+	snprintf(spec.schema, sizeof(spec.schema), "public");
+	spec.dim = 3;
+	spec.on_conflict = CS_CONFLICT_UPDATE;
+	assert_int_equal(cs_tablespec_parse_columns(&spec, "id bigint not null, body text", "id",
+						    err, sizeof(err)), 0);
+	conn = PQconnectdb(conninfo);
+	cs_schema_quiet_notices(conn);
+	if (cs_schema_migrate(conn, &spec, 1, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	PQfinish(conn);
+	rejected[0] = '\0';
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	PGconn *conn = PQconnectdb(getenv("COPYSINK_TEST_PG_CONNINFO"));
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+	PQclear(PQexec(conn, sql));
+	PQfinish(conn);
+	return 0;
+}
+
+/* A writer that lost the partition cannot commit: its expected offset is stale. */
+static void test_fencing(void **state)
+{
+	cs_writer_t *w1 = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_writer_t *w2 = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_batch_t *b1 = cs_batch_new(&spec, 1), *b2 = cs_batch_new(&spec, 1);
+	int64_t none = -1, ten = 10;
+	char err[512], v[64];
+
+	assert_int_equal(cs_writer_connect(w1, err, sizeof(err)), CS_OK);
+	assert_int_equal(cs_writer_connect(w2, err, sizeof(err)), CS_OK);
+	for (int i = 0; i < 10; i++) {
+		add(b1, 0, i, i, "zombie");
+		add(b2, 0, i, i, "owner");
+	}
+	/* the new owner commits first */
+	assert_int_equal(cs_writer_write(w2, b2, &none, on_reject, NULL, err, sizeof(err)), CS_OK);
+	/* the zombie, still expecting no stored offset, is fenced and rolled back */
+	assert_int_equal(cs_writer_write(w1, b1, &none, on_reject, NULL, err, sizeof(err)),
+			 CS_ERR_FENCED);
+	assert_non_null(strstr(err, "another worker owns them now"));
+	assert_string_equal(query("SELECT string_agg(DISTINCT body, ',') FROM items", v, sizeof(v)),
+			    "owner");
+	assert_string_equal(query("SELECT count(*) FROM items", v, sizeof(v)), "10");
+	assert_string_equal(query("SELECT next_offset FROM copysink_offsets", v, sizeof(v)), "10");
+	/* the zombie's stale expectation fails again even with a later batch */
+	cs_batch_reset(b1);
+	add(b1, 0, 10, 10, "zombie");
+	assert_int_equal(cs_writer_write(w1, b1, &none, on_reject, NULL, err, sizeof(err)),
+			 CS_ERR_FENCED);
+	/* the owner goes on from 10 */
+	cs_batch_reset(b2);
+	add(b2, 0, 10, 10, "owner");
+	assert_int_equal(cs_writer_write(w2, b2, &ten, on_reject, NULL, err, sizeof(err)), CS_OK);
+	assert_string_equal(query("SELECT next_offset FROM copysink_offsets", v, sizeof(v)), "11");
+	assert_string_equal(query("SELECT count(*) FROM items WHERE body = 'zombie'", v, sizeof(v)),
+			    "0");
+	cs_batch_destroy(b1);
+	cs_batch_destroy(b2);
+	cs_writer_destroy(w1);
+	cs_writer_destroy(w2);
+}
+
+/* update: the last entry of a key wins, inside a batch and across batches; rows whose
+ * values did not change keep their updated_at and their tuple (xmin). */
+static void test_update_semantics(void **state)
+{
+	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	int64_t expected = -1;
+	char err[512], v[256], before[256];
+
+	add(b, 0, 0, 1, "a1");
+	add(b, 0, 1, 2, "b1");
+	add(b, 0, 2, 1, "a2");
+	add(b, 0, 3, 1, "a3");
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)), CS_OK);
+	assert_string_equal(query("SELECT string_agg(id || '=' || body, ',' ORDER BY id) FROM items",
+				  v, sizeof(v)), "1=a3,2=b1");
+	query("SELECT string_agg(id || ':' || xmin || ':' || updated_at, ',' ORDER BY id) FROM items",
+	      before, sizeof(before));
+	/* same values again: nothing is touched */
+	cs_batch_reset(b);
+	expected = 4;
+	add(b, 0, 4, 1, "a3");
+	add(b, 0, 5, 2, "b1");
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)), CS_OK);
+	assert_int_equal(cs_writer_table_stats(w, 0)->merged, 0);
+	assert_string_equal(
+		query("SELECT string_agg(id || ':' || xmin || ':' || updated_at, ',' ORDER BY id) "
+		      "FROM items", v, sizeof(v)), before);
+	/* a changed value is updated */
+	cs_batch_reset(b);
+	expected = 6;
+	add(b, 0, 6, 2, "b2");
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)), CS_OK);
+	assert_int_equal(cs_writer_table_stats(w, 0)->merged, 1);
+	assert_string_equal(query("SELECT string_agg(id || '=' || body, ',' ORDER BY id) FROM items",
+				  v, sizeof(v)), "1=a3,2=b2");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* Rows the server rejects are isolated and reported; the others commit with the offsets. */
+static void test_rejected_rows(void **state)
+{
+	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	int64_t expected = -1;
+	char err[512], v[64];
+
+	query("ALTER TABLE items ADD CONSTRAINT no_bad CHECK (body <> 'bad')", v, sizeof(v));
+	for (int i = 0; i < 1000; i++)
+		add(b, 0, i, i, i == 3 || i == 500 || i == 501 ? "bad" : "good");
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)), CS_OK);
+	assert_string_equal(rejected, "3:23514,500:23514,501:23514");
+	assert_int_equal(cs_writer_table_stats(w, 0)->rejected, 3);
+	assert_string_equal(query("SELECT count(*) FROM items WHERE body = 'good'", v, sizeof(v)),
+			    "997");
+	assert_string_equal(query("SELECT count(*) FROM items", v, sizeof(v)), "997");
+	assert_string_equal(query("SELECT next_offset FROM copysink_offsets", v, sizeof(v)), "1000");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* A table that does not match its spec is a clear start-up error. */
+static void test_shape_mismatch(void **state)
+{
+	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	char err[512], v[16];
+
+	query("ALTER TABLE items ALTER COLUMN body TYPE integer USING 0", v, sizeof(v));
+	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_ERR_FATAL);
+	assert_string_equal(err, "table \"public.items\" column \"body\" has type integer, expected text");
+	cs_writer_destroy(w);
+}
+
+/* PostgreSQL unreachable is retriable, with the address in the message. */
+static void test_unreachable(void **state)
+{
+	cs_writer_t *w = cs_writer_new("host=127.0.0.1 port=1 connect_timeout=2", &spec, 1, "g");
+	char err[512];
+
+	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_ERR_RETRIABLE);
+	assert_non_null(strstr(err, "could not connect to PostgreSQL at \"127.0.0.1:1\""));
+	cs_writer_destroy(w);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_update_semantics, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rejected_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shape_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
+	};
+	cs_decode_limits_t limits;
+	int rc;
+
+	cs_decode_limits_default(&limits);
+	dec = cs_decoder_new(&limits);
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	cs_decoder_destroy(dec);
+	return rc;
+}
