@@ -35,18 +35,18 @@ def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def embedding(rng):
-    return [f32(rng.uniform(-1, 1)) for _ in range(DIM)]
+def embedding(rng, dim=DIM):
+    return [f32(rng.uniform(-1, 1)) for _ in range(dim)]
 
 
 def text(rng, n):
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def make_entry(rng, table, i):
+def make_entry(rng, table, i, dim=DIM):
     if table == "memory_entries":
         e = {"namespace": f"ns{rng.randrange(5)}", "key": f"entry_{rng.randrange(300)}",
-             "value": f"value {i} " + text(rng, 5), "embedding": embedding(rng),
+             "value": f"value {i} " + text(rng, 5), "embedding": embedding(rng, dim),
              "metadata": {"index": i, "score": rng.random(), "nested": {"ok": True, "n": None,
                                                                         "l": [1, "two", 3.5]}},
              "tags": [rng.choice(WORDS) for _ in range(rng.randrange(0, 4))]}
@@ -55,7 +55,7 @@ def make_entry(rng, table, i):
         return e
     if table == "patterns":
         e = {"name": f"pattern_{rng.randrange(800)}", "pattern_type": rng.choice(["optimization", "caching", "retry"]),
-             "description": text(rng, 8), "embedding": embedding(rng),
+             "description": text(rng, 8), "embedding": embedding(rng, dim),
              "confidence": rng.random(), "usage_count": rng.randrange(0, 2**31 - 1),
              "success_count": rng.randrange(-5, 100), "metadata": {"category": rng.choice(WORDS)}}
         if rng.random() < 0.1:
@@ -64,7 +64,7 @@ def make_entry(rng, table, i):
     e = {"trajectory_id": f"traj_{rng.randrange(200)}", "step_number": rng.randrange(5),
          "action": rng.choice(["move_forward", "turn_left", "stop"]),
          "state": {"position": i, "velocity": i * 0.5, "tags": ["a", "b"]},
-         "reward": rng.uniform(-10, 10), "embedding": embedding(rng),
+         "reward": rng.uniform(-10, 10), "embedding": embedding(rng, dim),
          "metadata": {"batch": "training"}}
     return e
 
@@ -81,7 +81,8 @@ def encode(entry, compact):
     """msgpack of an entry; the compact form sends the embedding as little-endian float32 bin."""
     if compact and isinstance(entry.get("embedding"), list):
         entry = dict(entry)
-        entry["embedding"] = struct.pack(f"<{DIM}f", *entry["embedding"])
+        emb = entry["embedding"]
+        entry["embedding"] = struct.pack(f"<{len(emb)}f", *emb)
     return msgpack.packb(entry, use_bin_type=True)
 
 
