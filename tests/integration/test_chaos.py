@@ -125,8 +125,8 @@ def test_chaos(tmp_path, database, kafka, workers, copysink_bin, servers):
     lost = duplicated = 0
     for table in COUNTS:
         cols = ["namespace", "key", "value"] if table == "memory_entries" else \
-            ["name", "pattern_type", "description"] if table == "patterns" else \
-            ["trajectory_id", "step_number", "action"]
+            ["name", "pattern_type", "description", "confidence"] if table == "patterns" else \
+            ["trajectory_id", "step_number", "action", "reward"]
         nk = len(KEYS[table])
         got = {tuple(r[:nk]): r[nk:] for r in table_rows(database, table, cols)}
         want = {k: tuple(e.get(c) for c in cols[nk:]) for k, e in expected[table].items()}
