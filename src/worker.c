@@ -39,6 +39,8 @@ struct cs_worker {
 	cs_batch_t *inflight; /* being written by the writer thread (or waiting for a retry) */
 	cs_wthread_t *wt;
 	bool in_settle;       /* inside settle(): rebalance callbacks must not flush */
+	bool inflight_failed; /* the in-flight batch failed (retriable) and must be written again
+			       * before any later batch: batches commit in the order they filled */
 	size_t inflight_bytes;
 	pstate_t *parts;
 	int nparts, parts_cap;
@@ -423,7 +425,7 @@ static int fill_expected(cs_worker_t *w)
 }
 
 /* Hand the filled batch to the writer thread (its dead letters acknowledged first) and start
- * filling the other one. Precondition: nothing in flight. */
+ * filling the other one. Precondition: nothing in flight (settle() returned CS_OK). */
 static cs_err_t submit(cs_worker_t *w)
 {
 	cs_batch_t *tmp;
@@ -431,6 +433,8 @@ static cs_err_t submit(cs_worker_t *w)
 
 	if (cs_batch_empty(w->batch))
 		return CS_OK;
+	if (w->inflight_failed || cs_wthread_busy(w->wt))
+		return CS_ERR_RETRIABLE; /* the older batch first */
 	err = cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr));
 	if (err != CS_OK)
 		return err;
@@ -471,9 +475,14 @@ static cs_err_t collect(cs_worker_t *w)
 	int64_t ms = 0;
 	cs_err_t err;
 
-	if (!cs_wthread_busy(w->wt))
-		return CS_OK;
+	if (!cs_wthread_busy(w->wt)) {
+		if (!w->inflight_failed)
+			return CS_OK;
+		/* the failed batch goes again, with the same expected offsets */
+		cs_wthread_submit(w->wt, w->inflight, w->expected);
+	}
 	err = cs_wthread_wait(w->wt, &ms, w->errstr, sizeof(w->errstr));
+	w->inflight_failed = err == CS_ERR_RETRIABLE || err == CS_ERR_FATAL;
 	w->stats.dead_letters[CS_REASON_DB_REJECTED] += w->w_dead_db;
 	for (uint64_t i = 0; i < w->w_sqlstate_count; i++)
 		cs_stats_db_error(&w->stats, w->w_sqlstate);
@@ -750,9 +759,6 @@ static cs_err_t settle(cs_worker_t *w, int64_t deadline)
 		}
 		backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
 								 : backoff * 2;
-		if (cs_batch_empty(w->inflight)) /* its partitions were all revoked meanwhile */
-			continue;
-		cs_wthread_submit(w->wt, w->inflight, w->expected);
 	}
 	if (err == CS_OK) {
 		set_paused(w, false);
@@ -851,8 +857,10 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 	if (drain(w, now_ms() + w->cfg->shutdown_grace_ms) != CS_OK) {
 		cs_warn("pending entries not written before the grace period ended: they will be "
 			"consumed again: %s", w->errstr);
+		(void)cs_wthread_wait(w->wt, NULL, w->errstr, sizeof(w->errstr));
 		cs_batch_reset(w->batch);
 		cs_batch_reset(w->inflight);
+		w->inflight_failed = false;
 	}
 	return CS_OK;
 }
