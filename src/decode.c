@@ -1,0 +1,843 @@
+/*
+ * decode.c - msgpack entries to binary COPY tuples
+ *
+ * msgpack-c parses each message into a zone that is kept and cleared between messages (no
+ * allocation per message once warm). Before msgpack-c sees the bytes, a bounded pre-scan checks
+ * every declared length against the bytes that remain and the nesting against the limit, so a
+ * five-byte message declaring four billion elements is refused without a huge allocation, and
+ * msgpack-c's own 32-level container stack is never exceeded.
+ *
+ * Entries are then encoded straight into the batch's buffers in PostgreSQL's binary COPY format;
+ * on rejection both buffers are truncated back.
+ */
+#include "copysink/decode.h"
+
+#include <math.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ZONE_CHUNK (64 * 1024)
+#define MSGPACK_MAX_DEPTH 32 /* msgpack-c's container stack (MSGPACK_EMBED_STACK_SIZE) */
+#define TEXTOID 25
+#define FLOAT4OID 700
+
+struct cs_decoder {
+	cs_decode_limits_t limits;
+	msgpack_zone zone;
+	msgpack_object root;
+	const msgpack_object *entries; /* the entries of the message last opened */
+	int nentries;
+	uint64_t unknown_fields;
+};
+
+static const char *const reason_names[CS_REASON__COUNT] = {
+	"ok",           "malformed",   "not_a_map",    "missing_field", "wrong_type",
+	"embedding_dim", "not_finite", "invalid_utf8", "nul_byte",      "out_of_range",
+	"too_deep",     "too_large",   "db_rejected",  "no_table",
+};
+
+const char *cs_reason_name(cs_reason_t reason)
+{
+	if ((int)reason < 0 || reason >= CS_REASON__COUNT)
+		return "unknown";
+	return reason_names[reason];
+}
+
+void cs_decode_limits_default(cs_decode_limits_t *limits)
+{
+	limits->max_message_bytes = 16 * 1024 * 1024;
+	limits->max_entries = 100000;
+	limits->max_depth = MSGPACK_MAX_DEPTH;
+	limits->max_field_bytes = 1024 * 1024;
+}
+
+cs_decoder_t *cs_decoder_new(const cs_decode_limits_t *limits)
+{
+	cs_decoder_t *dec = calloc(1, sizeof(*dec));
+
+	if (dec == NULL)
+		return NULL;
+	dec->limits = *limits;
+	if (dec->limits.max_depth > MSGPACK_MAX_DEPTH || dec->limits.max_depth < 2)
+		dec->limits.max_depth = MSGPACK_MAX_DEPTH;
+	if (!msgpack_zone_init(&dec->zone, ZONE_CHUNK)) {
+		free(dec);
+		return NULL;
+	}
+	return dec;
+}
+
+void cs_decoder_destroy(cs_decoder_t *dec)
+{
+	if (dec == NULL)
+		return;
+	msgpack_zone_destroy(&dec->zone);
+	free(dec);
+}
+
+uint64_t cs_decoder_unknown_fields(const cs_decoder_t *dec)
+{
+	return dec->unknown_fields;
+}
+
+/* Format a rejection message. */
+static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(errstr, size, fmt, ap);
+	va_end(ap);
+	return reason;
+}
+
+/* ---------------------------------------------------------------- pre-scan */
+
+typedef struct scan {
+	const unsigned char *p;
+	size_t len, pos;
+	int max_depth;
+	cs_reason_t reason;
+} scan_t;
+
+/* Read a big-endian unsigned integer of n bytes at the scan position; false if truncated. */
+static bool scan_uint(scan_t *s, int n, uint64_t *v)
+{
+	if (s->len - s->pos < (size_t)n)
+		return false;
+	*v = 0;
+	for (int i = 0; i < n; i++)
+		*v = *v << 8 | s->p[s->pos++];
+	return true;
+}
+
+/* Skip n payload bytes; false if fewer remain. */
+static bool scan_skip(scan_t *s, uint64_t n)
+{
+	if (s->len - s->pos < n)
+		return false;
+	s->pos += (size_t)n;
+	return true;
+}
+
+static bool scan_value(scan_t *s, int depth);
+
+/* Scan `count` values (or pairs when `pairs`) of a container at `depth`. */
+static bool scan_container(scan_t *s, uint64_t count, bool pairs, int depth)
+{
+	uint64_t items = pairs ? count * 2 : count;
+
+	if (depth > s->max_depth) {
+		s->reason = CS_REASON_TOO_DEEP;
+		return false;
+	}
+	/* every value takes at least one byte: a larger count cannot be honest */
+	if (items > s->len - s->pos)
+		return false;
+	for (uint64_t i = 0; i < items; i++)
+		if (!scan_value(s, depth))
+			return false;
+	return true;
+}
+
+/* Scan one value; containers open one level below `depth`. */
+static bool scan_value(scan_t *s, int depth)
+{
+	unsigned char b;
+	uint64_t n;
+
+	if (s->pos >= s->len)
+		return false;
+	b = s->p[s->pos++];
+	if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+		return true;
+	if (b >= 0x80 && b <= 0x8f)
+		return scan_container(s, b & 0x0f, true, depth + 1);
+	if (b >= 0x90 && b <= 0x9f)
+		return scan_container(s, b & 0x0f, false, depth + 1);
+	if (b >= 0xa0 && b <= 0xbf)
+		return scan_skip(s, b & 0x1f);
+	switch (b) {
+	case 0xc4: case 0xd9: return scan_uint(s, 1, &n) && scan_skip(s, n);
+	case 0xc5: case 0xda: return scan_uint(s, 2, &n) && scan_skip(s, n);
+	case 0xc6: case 0xdb: return scan_uint(s, 4, &n) && scan_skip(s, n);
+	case 0xc7: return scan_uint(s, 1, &n) && scan_skip(s, n + 1);
+	case 0xc8: return scan_uint(s, 2, &n) && scan_skip(s, n + 1);
+	case 0xc9: return scan_uint(s, 4, &n) && scan_skip(s, n + 1);
+	case 0xca: return scan_skip(s, 4);
+	case 0xcb: return scan_skip(s, 8);
+	case 0xcc: case 0xd0: return scan_skip(s, 1);
+	case 0xcd: case 0xd1: return scan_skip(s, 2);
+	case 0xce: case 0xd2: return scan_skip(s, 4);
+	case 0xcf: case 0xd3: return scan_skip(s, 8);
+	case 0xd4: return scan_skip(s, 2);
+	case 0xd5: return scan_skip(s, 3);
+	case 0xd6: return scan_skip(s, 5);
+	case 0xd7: return scan_skip(s, 9);
+	case 0xd8: return scan_skip(s, 17);
+	case 0xdc: return scan_uint(s, 2, &n) && scan_container(s, n, false, depth + 1);
+	case 0xdd: return scan_uint(s, 4, &n) && scan_container(s, n, false, depth + 1);
+	case 0xde: return scan_uint(s, 2, &n) && scan_container(s, n, true, depth + 1);
+	case 0xdf: return scan_uint(s, 4, &n) && scan_container(s, n, true, depth + 1);
+	default: /* 0xc1 is never used */
+		return false;
+	}
+}
+
+/* ---------------------------------------------------------------- open */
+
+int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len, cs_reason_t *reason,
+		   char *errstr, size_t errstr_size)
+{
+	scan_t s = {.p = value, .len = len, .max_depth = dec->limits.max_depth,
+		    .reason = CS_REASON_MALFORMED};
+	size_t off = 0;
+
+	dec->entries = NULL;
+	dec->nentries = 0;
+	msgpack_zone_clear(&dec->zone);
+	if (value == NULL || len == 0) {
+		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size, "message is empty");
+		return -1;
+	}
+	if (len > dec->limits.max_message_bytes) {
+		*reason = reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
+				 "message of %zu bytes is larger than the limit of %zu bytes", len,
+				 dec->limits.max_message_bytes);
+		return -1;
+	}
+	if (!scan_value(&s, 0)) {
+		*reason = s.reason == CS_REASON_TOO_DEEP
+				  ? reject(CS_REASON_TOO_DEEP, errstr, errstr_size,
+					   "message nests deeper than %d levels", s.max_depth)
+				  : reject(CS_REASON_MALFORMED, errstr, errstr_size,
+					   "message is not valid msgpack: truncated or invalid at byte %zu",
+					   s.pos);
+		return -1;
+	}
+	if (s.pos != len) {
+		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size,
+				 "message is not valid msgpack: %zu trailing bytes after the value",
+				 len - s.pos);
+		return -1;
+	}
+	/* msgpack_unpack is the zone-based form: the zone is reused, cleared per message */
+	if (msgpack_unpack(value, len, &off, &dec->zone, &dec->root) != MSGPACK_UNPACK_SUCCESS ||
+	    off != len) {
+		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size,
+				 "message is not valid msgpack");
+		return -1;
+	}
+	if (dec->root.type == MSGPACK_OBJECT_MAP) {
+		dec->entries = &dec->root;
+		dec->nentries = 1;
+		return 1;
+	}
+	if (dec->root.type != MSGPACK_OBJECT_ARRAY) {
+		*reason = reject(CS_REASON_NOT_A_MAP, errstr, errstr_size,
+				 "message is neither a map nor an array of maps");
+		return -1;
+	}
+	if (dec->root.via.array.size == 0) {
+		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size,
+				 "message is an empty array");
+		return -1;
+	}
+	if (dec->root.via.array.size > (uint32_t)dec->limits.max_entries) {
+		*reason = reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
+				 "message holds %u entries, more than the limit of %d",
+				 dec->root.via.array.size, dec->limits.max_entries);
+		return -1;
+	}
+	dec->entries = dec->root.via.array.ptr;
+	dec->nentries = (int)dec->root.via.array.size;
+	return dec->nentries;
+}
+
+/* ---------------------------------------------------------------- text */
+
+/* Check UTF-8 (no overlongs, no surrogates, at most U+10FFFF) and the absence of NUL. */
+static cs_reason_t check_text(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+
+	while (p < end) {
+		unsigned c = *p;
+		size_t len;
+		unsigned min, cp;
+
+		if (c < 0x80) {
+			if (c == 0)
+				return CS_REASON_NUL_BYTE;
+			p++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			len = 2, min = 0x80, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			len = 3, min = 0x800, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			len = 4, min = 0x10000, cp = c & 0x07;
+		else
+			return CS_REASON_INVALID_UTF8;
+		if ((size_t)(end - p) < len)
+			return CS_REASON_INVALID_UTF8;
+		for (size_t i = 1; i < len; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return CS_REASON_INVALID_UTF8;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return CS_REASON_INVALID_UTF8;
+		p += len;
+	}
+	return CS_REASON_OK;
+}
+
+/* Name of a msgpack type, for messages. */
+static const char *type_name(msgpack_object_type t)
+{
+	switch (t) {
+	case MSGPACK_OBJECT_NIL: return "nil";
+	case MSGPACK_OBJECT_BOOLEAN: return "bool";
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "int";
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: return "float";
+	case MSGPACK_OBJECT_STR: return "str";
+	case MSGPACK_OBJECT_ARRAY: return "array";
+	case MSGPACK_OBJECT_MAP: return "map";
+	case MSGPACK_OBJECT_BIN: return "bin";
+	case MSGPACK_OBJECT_EXT: return "ext";
+	}
+	return "unknown";
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+typedef struct json {
+	cs_buf_t *out;
+	size_t limit;  /* bytes the field may take */
+	size_t start;
+	int depth, max_depth;
+	cs_reason_t reason;
+	bool oom;
+} json_t;
+
+/* Append bytes to the JSON output, within the field's size limit. */
+static bool json_put(json_t *j, const char *s, size_t n)
+{
+	if (j->out->len - j->start + n > j->limit) {
+		j->reason = CS_REASON_TOO_LARGE;
+		return false;
+	}
+	if (cs_buf_append(j->out, s, n) != 0) {
+		j->oom = true;
+		return false;
+	}
+	return true;
+}
+
+/* A JSON string: valid UTF-8 without NUL (jsonb cannot hold \u0000), escaped. */
+static bool json_string(json_t *j, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t run = 0;
+
+	j->reason = check_text(s, n);
+	if (j->reason != CS_REASON_OK || !json_put(j, "\"", 1))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[6] = {'\\', 0, 0, 0, 0, 0};
+		size_t elen = 2;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		if (!json_put(j, s + run, i - run))
+			return false;
+		run = i + 1;
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		default:
+			esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+			elen = 6;
+		}
+		if (!json_put(j, esc, elen))
+			return false;
+	}
+	return json_put(j, s + run, n - run) && json_put(j, "\"", 1);
+}
+
+/* A finite double, in the shortest form that reads back exactly. */
+static bool json_number(json_t *j, double d)
+{
+	char num[40];
+	int n = 0;
+
+	if (!isfinite(d)) {
+		j->reason = CS_REASON_NOT_FINITE;
+		return false;
+	}
+	for (int prec = 15; prec <= 17; prec++) {
+		n = snprintf(num, sizeof(num), "%.*g", prec, d);
+		if (strtod(num, NULL) == d)
+			break;
+	}
+	return json_put(j, num, (size_t)n);
+}
+
+static bool json_value(json_t *j, const msgpack_object *o);
+
+/* A map as a JSON object (keys must be strings). */
+static bool json_map(json_t *j, const msgpack_object_map *m)
+{
+	if (!json_put(j, "{", 1))
+		return false;
+	for (uint32_t i = 0; i < m->size; i++) {
+		const msgpack_object_kv *kv = &m->ptr[i];
+		if (kv->key.type != MSGPACK_OBJECT_STR) {
+			j->reason = CS_REASON_WRONG_TYPE;
+			return false;
+		}
+		if ((i > 0 && !json_put(j, ",", 1)) ||
+		    !json_string(j, kv->key.via.str.ptr, kv->key.via.str.size) ||
+		    !json_put(j, ":", 1) || !json_value(j, &kv->val))
+			return false;
+	}
+	return json_put(j, "}", 1);
+}
+
+/* Any msgpack value except bin and ext as JSON. */
+static bool json_value(json_t *j, const msgpack_object *o)
+{
+	char num[32];
+	bool ok;
+
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL: return json_put(j, "null", 4);
+	case MSGPACK_OBJECT_BOOLEAN:
+		return o->via.boolean ? json_put(j, "true", 4) : json_put(j, "false", 5);
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		return json_put(j, num, (size_t)snprintf(num, sizeof(num), "%llu",
+							 (unsigned long long)o->via.u64));
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		return json_put(j, num, (size_t)snprintf(num, sizeof(num), "%lld",
+							 (long long)o->via.i64));
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: return json_number(j, o->via.f64);
+	case MSGPACK_OBJECT_STR: return json_string(j, o->via.str.ptr, o->via.str.size);
+	case MSGPACK_OBJECT_ARRAY:
+	case MSGPACK_OBJECT_MAP:
+		if (++j->depth > j->max_depth) {
+			j->reason = CS_REASON_TOO_DEEP;
+			return false;
+		}
+		if (o->type == MSGPACK_OBJECT_MAP) {
+			ok = json_map(j, &o->via.map);
+		} else {
+			ok = json_put(j, "[", 1);
+			for (uint32_t i = 0; ok && i < o->via.array.size; i++)
+				ok = (i == 0 || json_put(j, ",", 1)) &&
+				     json_value(j, &o->via.array.ptr[i]);
+			ok = ok && json_put(j, "]", 1);
+		}
+		j->depth--;
+		return ok;
+	default:
+		j->reason = CS_REASON_WRONG_TYPE;
+		return false;
+	}
+}
+
+/* ---------------------------------------------------------------- columns */
+
+#define OOM CS_REASON__COUNT
+
+/* Append a big-endian float32. The buffer has room (reserved by the caller). */
+static void put_f32(cs_buf_t *out, float f)
+{
+	uint32_t u;
+	unsigned char *b = (unsigned char *)out->data + out->len;
+
+	memcpy(&u, &f, sizeof(u));
+	b[0] = (unsigned char)(u >> 24), b[1] = (unsigned char)(u >> 16);
+	b[2] = (unsigned char)(u >> 8), b[3] = (unsigned char)u;
+	out->len += 4;
+}
+
+/* Append a big-endian u32 into reserved room. */
+static void put_u32_raw(cs_buf_t *out, uint32_t v)
+{
+	unsigned char *b = (unsigned char *)out->data + out->len;
+
+	b[0] = (unsigned char)(v >> 24), b[1] = (unsigned char)(v >> 16);
+	b[2] = (unsigned char)(v >> 8), b[3] = (unsigned char)v;
+	out->len += 4;
+}
+
+/* Element i of an embedding (array of numbers or bin of little-endian float32). */
+static bool embedding_value(const msgpack_object *o, uint32_t i, float *f)
+{
+	if (o->type == MSGPACK_OBJECT_BIN) {
+		const unsigned char *b = (const unsigned char *)o->via.bin.ptr + 4 * i;
+		uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+			     (uint32_t)b[3] << 24;
+		memcpy(f, &u, sizeof(*f));
+		return true;
+	}
+	switch (o->via.array.ptr[i].type) {
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: *f = (float)o->via.array.ptr[i].via.f64; return true;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: *f = (float)o->via.array.ptr[i].via.u64; return true;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: *f = (float)o->via.array.ptr[i].via.i64; return true;
+	default: return false;
+	}
+}
+
+/* An embedding as pgvector's binary vector or as a binary float4[] array. */
+static cs_reason_t put_embedding(const cs_column_t *col, int dim, const msgpack_object *o,
+				 cs_buf_t *out, char *errstr, size_t size)
+{
+	uint32_t n;
+	bool vector = col->enc == CS_ENC_VECTOR;
+	size_t bytes = vector ? 4 + 4 * (size_t)dim : 20 + 8 * (size_t)dim;
+
+	if (o->type == MSGPACK_OBJECT_ARRAY)
+		n = o->via.array.size;
+	else if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size % 4 == 0)
+		n = o->via.bin.size / 4;
+	else if (o->type == MSGPACK_OBJECT_BIN)
+		return reject(CS_REASON_EMBEDDING_DIM, errstr, size,
+			      "field \"%s\" is a bin of %u bytes, expected %d (little-endian float32)",
+			      col->name, o->via.bin.size, 4 * dim);
+	else
+		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			      "field \"%s\" must be an array of numbers or a bin, got %s", col->name,
+			      type_name(o->type));
+	if (n != (uint32_t)dim)
+		return reject(CS_REASON_EMBEDDING_DIM, errstr, size,
+			      "field \"%s\" has %u values, expected %d", col->name, n, dim);
+	if (cs_buf_reserve(out, 4 + bytes) != 0)
+		return OOM;
+	put_u32_raw(out, (uint32_t)bytes);
+	if (vector) {
+		put_u32_raw(out, (uint32_t)dim << 16);
+	} else {
+		put_u32_raw(out, 1);
+		put_u32_raw(out, 0);
+		put_u32_raw(out, col->elem_oid ? col->elem_oid : FLOAT4OID);
+		put_u32_raw(out, (uint32_t)dim);
+		put_u32_raw(out, 1);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		float f;
+		if (!embedding_value(o, i, &f))
+			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+				      "field \"%s\" value %u is a %s, not a number", col->name, i,
+				      type_name(o->via.array.ptr[i].type));
+		if (!isfinite(f))
+			return reject(CS_REASON_NOT_FINITE, errstr, size,
+				      "field \"%s\" value %u is not a finite float32", col->name, i);
+		if (!vector)
+			put_u32_raw(out, 4);
+		put_f32(out, f);
+	}
+	return CS_REASON_OK;
+}
+
+/* An integer column of `bytes` bytes (2, 4, 8). */
+static cs_reason_t put_int(const cs_column_t *col, int bytes, const msgpack_object *o,
+			   cs_buf_t *out, char *errstr, size_t size)
+{
+	static const char *const names[] = {"", "", "smallint", "", "integer", "", "", "", "bigint"};
+	int64_t min = bytes == 2 ? INT16_MIN : bytes == 4 ? INT32_MIN : INT64_MIN;
+	int64_t max = bytes == 2 ? INT16_MAX : bytes == 4 ? INT32_MAX : INT64_MAX;
+	int64_t v;
+	int rc;
+
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		if (o->via.u64 > (uint64_t)max)
+			return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+				      "field \"%s\" is out of range for %s: %llu", col->name,
+				      names[bytes], (unsigned long long)o->via.u64);
+		v = (int64_t)o->via.u64;
+	} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+		if (o->via.i64 < min)
+			return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+				      "field \"%s\" is out of range for %s: %lld", col->name,
+				      names[bytes], (long long)o->via.i64);
+		v = o->via.i64;
+	} else {
+		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			      "field \"%s\" must be an integer, got %s", col->name,
+			      type_name(o->type));
+	}
+	rc = cs_buf_put_u32(out, (uint32_t)bytes);
+	if (rc == 0 && bytes == 2)
+		rc = cs_buf_put_u16(out, (uint16_t)v);
+	else if (rc == 0 && bytes == 4)
+		rc = cs_buf_put_u32(out, (uint32_t)v);
+	else if (rc == 0)
+		rc = cs_buf_put_u64(out, (uint64_t)v);
+	return rc == 0 ? CS_REASON_OK : OOM;
+}
+
+/* A float4 / float8 column from a msgpack float or integer. */
+static cs_reason_t put_float(const cs_column_t *col, bool f8, const msgpack_object *o,
+			     cs_buf_t *out, char *errstr, size_t size)
+{
+	double d;
+	uint64_t u;
+
+	if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+		d = o->via.f64;
+	else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		d = (double)o->via.u64;
+	else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		d = (double)o->via.i64;
+	else
+		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			      "field \"%s\" must be a number, got %s", col->name, type_name(o->type));
+	if (!isfinite(d) || (!f8 && !isfinite((float)d)))
+		return reject(CS_REASON_NOT_FINITE, errstr, size, "field \"%s\" is not finite%s",
+			      col->name, f8 ? "" : " as a float32");
+	if (!f8) {
+		if (cs_buf_reserve(out, 8) != 0)
+			return OOM;
+		put_u32_raw(out, 4);
+		put_f32(out, (float)d);
+		return CS_REASON_OK;
+	}
+	memcpy(&u, &d, sizeof(u));
+	return cs_buf_put_u32(out, 8) == 0 && cs_buf_put_u64(out, u) == 0 ? CS_REASON_OK : OOM;
+}
+
+/* A text column. */
+static cs_reason_t put_text(const cs_column_t *col, const msgpack_object *o, cs_buf_t *out,
+			    size_t limit, char *errstr, size_t size)
+{
+	cs_reason_t r;
+
+	if (o->type != MSGPACK_OBJECT_STR)
+		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			      "field \"%s\" must be a string, got %s", col->name, type_name(o->type));
+	if (o->via.str.size > limit)
+		return reject(CS_REASON_TOO_LARGE, errstr, size,
+			      "field \"%s\" has %u bytes, more than the limit of %zu", col->name,
+			      o->via.str.size, limit);
+	r = check_text(o->via.str.ptr, o->via.str.size);
+	if (r != CS_REASON_OK)
+		return reject(r, errstr, size, "field \"%s\" %s", col->name,
+			      r == CS_REASON_NUL_BYTE ? "contains a NUL byte" : "is not valid UTF-8");
+	return cs_buf_put_u32(out, o->via.str.size) == 0 &&
+			       cs_buf_append(out, o->via.str.ptr, o->via.str.size) == 0
+		       ? CS_REASON_OK
+		       : OOM;
+}
+
+/* A text[] column: a binary array of text (element OID from the catalog, text by default). */
+static cs_reason_t put_text_array(const cs_column_t *col, const msgpack_object *o, cs_buf_t *out,
+				  size_t limit, char *errstr, size_t size)
+{
+	size_t start = out->len;
+	uint32_t n;
+
+	if (o->type != MSGPACK_OBJECT_ARRAY)
+		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			      "field \"%s\" must be an array of strings, got %s", col->name,
+			      type_name(o->type));
+	n = o->via.array.size;
+	if (cs_buf_reserve(out, 24) != 0)
+		return OOM;
+	put_u32_raw(out, 0); /* length, patched below */
+	put_u32_raw(out, n > 0 ? 1 : 0);
+	put_u32_raw(out, 0);
+	put_u32_raw(out, col->elem_oid ? col->elem_oid : TEXTOID);
+	if (n > 0) {
+		put_u32_raw(out, n);
+		put_u32_raw(out, 1);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *e = &o->via.array.ptr[i];
+		cs_reason_t r;
+		if (e->type != MSGPACK_OBJECT_STR)
+			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+				      "field \"%s\" must be an array of strings, element %u is %s",
+				      col->name, i, type_name(e->type));
+		r = check_text(e->via.str.ptr, e->via.str.size);
+		if (r != CS_REASON_OK)
+			return reject(r, errstr, size, "field \"%s\" element %u %s", col->name, i,
+				      r == CS_REASON_NUL_BYTE ? "contains a NUL byte"
+							      : "is not valid UTF-8");
+		if (cs_buf_put_u32(out, e->via.str.size) != 0 ||
+		    cs_buf_append(out, e->via.str.ptr, e->via.str.size) != 0)
+			return OOM;
+		if (out->len - start > limit)
+			return reject(CS_REASON_TOO_LARGE, errstr, size,
+				      "field \"%s\" is larger than the limit of %zu bytes", col->name,
+				      limit);
+	}
+	cs_buf_patch_u32(out, start, (uint32_t)(out->len - start - 4));
+	return CS_REASON_OK;
+}
+
+/* A jsonb (version byte 1 + JSON text) or json column from any msgpack value but bin/ext. */
+static cs_reason_t put_json(const cs_decoder_t *dec, const cs_column_t *col, int depth,
+			    const msgpack_object *o, cs_buf_t *out, char *errstr, size_t size)
+{
+	size_t start = out->len;
+	json_t j = {.out = out, .limit = dec->limits.max_field_bytes, .depth = depth,
+		    .max_depth = dec->limits.max_depth, .reason = CS_REASON_OK};
+	static const char *const what[CS_REASON__COUNT] = {
+		[CS_REASON_WRONG_TYPE] = "holds a bin, an ext or a non-string map key",
+		[CS_REASON_NOT_FINITE] = "holds NaN or an infinity",
+		[CS_REASON_INVALID_UTF8] = "holds a string that is not valid UTF-8",
+		[CS_REASON_NUL_BYTE] = "holds a string with a NUL byte",
+		[CS_REASON_TOO_DEEP] = "nests too deep",
+		[CS_REASON_TOO_LARGE] = "is larger than the field size limit",
+	};
+
+	if (cs_buf_put_u32(out, 0) != 0)
+		return OOM;
+	j.start = out->len;
+	if (col->enc != CS_ENC_JSON && !json_put(&j, "\1", 1))
+		return j.oom ? OOM : j.reason;
+	if (!json_value(&j, o)) {
+		if (j.oom)
+			return OOM;
+		return reject(j.reason, errstr, size, "field \"%s\" %s", col->name,
+			      what[j.reason] ? what[j.reason] : "cannot be stored as JSON");
+	}
+	cs_buf_patch_u32(out, start, (uint32_t)(out->len - start - 4));
+	return CS_REASON_OK;
+}
+
+/* Encode one column's value (present and not nil). */
+static cs_reason_t put_column(const cs_decoder_t *dec, const cs_tablespec_t *spec,
+			      const cs_column_t *col, const msgpack_object *o, cs_buf_t *out,
+			      char *errstr, size_t size)
+{
+	switch (col->type) {
+	case CS_COL_TEXT: return put_text(col, o, out, dec->limits.max_field_bytes, errstr, size);
+	case CS_COL_INT2: return put_int(col, 2, o, out, errstr, size);
+	case CS_COL_INT4: return put_int(col, 4, o, out, errstr, size);
+	case CS_COL_INT8: return put_int(col, 8, o, out, errstr, size);
+	case CS_COL_FLOAT4: return put_float(col, false, o, out, errstr, size);
+	case CS_COL_FLOAT8: return put_float(col, true, o, out, errstr, size);
+	case CS_COL_BOOL:
+		if (o->type != MSGPACK_OBJECT_BOOLEAN)
+			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+				      "field \"%s\" must be a bool, got %s", col->name,
+				      type_name(o->type));
+		return cs_buf_put_u32(out, 1) == 0 &&
+				       cs_buf_append(out, o->via.boolean ? "\1" : "\0", 1) == 0
+			       ? CS_REASON_OK
+			       : OOM;
+	case CS_COL_JSONB: return put_json(dec, col, 2, o, out, errstr, size);
+	case CS_COL_TEXT_ARRAY:
+		return put_text_array(col, o, out, dec->limits.max_field_bytes, errstr, size);
+	case CS_COL_EMBEDDING: return put_embedding(col, spec->dim, o, out, errstr, size);
+	}
+	return reject(CS_REASON_WRONG_TYPE, errstr, size, "field \"%s\" has an unknown type",
+		      col->name);
+}
+
+/* Find each column's value in the entry map (a repeated key: the last one counts). */
+static cs_reason_t match_fields(cs_decoder_t *dec, const cs_tablespec_t *spec,
+				const msgpack_object_map *m, const msgpack_object **vals,
+				char *errstr, size_t size)
+{
+	for (uint32_t i = 0; i < m->size; i++) {
+		const msgpack_object *k = &m->ptr[i].key;
+		int c;
+
+		if (k->type != MSGPACK_OBJECT_STR)
+			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+				      "entry has a map key of type %s, field names must be strings",
+				      type_name(k->type));
+		for (c = 0; c < spec->ncols; c++)
+			if (strlen(spec->cols[c].name) == k->via.str.size &&
+			    memcmp(spec->cols[c].name, k->via.str.ptr, k->via.str.size) == 0)
+				break;
+		if (c < spec->ncols)
+			vals[c] = &m->ptr[i].val;
+		else
+			dec->unknown_fields++;
+	}
+	return CS_REASON_OK;
+}
+
+cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec,
+			    cs_buf_t *tuples, cs_buf_t *keys, char *errstr, size_t errstr_size)
+{
+	const msgpack_object *vals[CS_MAX_COLUMNS] = {NULL};
+	size_t field_at[CS_MAX_COLUMNS];
+	size_t t0 = tuples->len, k0 = keys->len;
+	const msgpack_object *o;
+	cs_reason_t r;
+
+	if (i < 0 || i >= dec->nentries)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size, "no entry %d", i);
+	o = &dec->entries[i];
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return reject(CS_REASON_NOT_A_MAP, errstr, errstr_size, "entry %d is %s, not a map",
+			      i, type_name(o->type));
+	r = match_fields(dec, spec, &o->via.map, vals, errstr, errstr_size);
+	if (r != CS_REASON_OK)
+		return r;
+	if (cs_buf_put_u16(tuples, (uint16_t)spec->ncols) != 0)
+		return OOM;
+	for (int c = 0; c < spec->ncols && r == CS_REASON_OK; c++) {
+		const cs_column_t *col = &spec->cols[c];
+		field_at[c] = tuples->len;
+		if (vals[c] == NULL || vals[c]->type == MSGPACK_OBJECT_NIL) {
+			if (col->required || col->in_key)
+				r = reject(CS_REASON_MISSING_FIELD, errstr, errstr_size,
+					   "missing required field \"%s\"", col->name);
+			else if (cs_buf_put_u32(tuples, UINT32_MAX) != 0) /* -1: NULL */
+				r = OOM;
+			continue;
+		}
+		r = put_column(dec, spec, col, vals[c], tuples, errstr, errstr_size);
+	}
+	for (int c = 0; c < spec->ncols && r == CS_REASON_OK; c++) {
+		size_t end = c + 1 < spec->ncols ? field_at[c + 1] : tuples->len;
+		if (spec->cols[c].in_key &&
+		    cs_buf_append(keys, tuples->data + field_at[c], end - field_at[c]) != 0)
+			r = OOM;
+	}
+	if (r != CS_REASON_OK) {
+		tuples->len = t0;
+		keys->len = k0;
+	}
+	return r;
+}
+
+/* msgpack-c writer into a cs_buf_t. */
+static int buf_write(void *data, const char *buf, size_t len)
+{
+	return cs_buf_append(data, buf, len);
+}
+
+int cs_decode_entry_bytes(cs_decoder_t *dec, int i, cs_buf_t *out)
+{
+	msgpack_packer pk;
+
+	if (i < 0 || i >= dec->nentries)
+		return -1;
+	msgpack_packer_init(&pk, out, buf_write);
+	return msgpack_pack_object(&pk, dec->entries[i]) == 0 ? 0 : -1;
+}
