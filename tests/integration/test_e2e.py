@@ -230,11 +230,22 @@ def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin):
         committed = kafka.committed(group, topic, parts)
         assert committed == {p: ends[(topic, p)] for p in parts}
 
-    # feeding the same input again changes nothing (timestamps included)
+    # feeding the same input again changes nothing: every value and created_at stay; updated_at
+    # may move only where a key had several versions (re-applying them in order passes through
+    # the intermediate values before it returns to the final one)
+    versions = {}
+    for table, e in applied:
+        versions[(table, key_of(table, e))] = versions.get((table, key_of(table, e)), 0) + 1
     before = {t: table_contents(database, t) for t in COUNTS}
-    again = [dict(m) for m in messages]
-    produce(kafka, again)
+    produce(kafka, [dict(m) for m in messages])
     ends2 = all_end_offsets(kafka, topics)
     run_until_caught_up(workers, config, database, group, ends2, "second")
     for table in COUNTS:
-        assert table_contents(database, table) == before[table], table
+        after = table_contents(database, table)
+        assert set(after) == set(before[table]), table
+        for key, row in after.items():
+            old = before[table][key]
+            assert {c: v for c, v in row.items() if c != "updated_at"} == \
+                {c: v for c, v in old.items() if c != "updated_at"}, (table, key)
+            if MODES[table] == "skip" or versions[(table, key)] == 1:
+                assert row["updated_at"] == old["updated_at"], (table, key)
