@@ -51,6 +51,7 @@ replica.fetch.max.bytes=20971520
 PROPS
 	cat >"$DIR/log4j.properties" <<PROPS
 log4j.rootLogger=WARN, file
+log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.appender.file=org.apache.log4j.FileAppender
 log4j.appender.file.File=$DIR/kafka.log
 log4j.appender.file.layout=org.apache.log4j.PatternLayout

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install everything copysink needs to build, test, benchmark and run its demo on a Debian
+# machine: the packages below (apt), the pinned Kafka broker jars (Maven Central) and the Python
+# test packages (PyPI). Safe to run again: it installs only what is missing.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+PACKAGES=(
+	build-essential cmake pkg-config
+	libpq-dev librdkafka-dev libmsgpack-dev libinih-dev libjansson-dev libmicrohttpd-dev
+	libcmocka-dev clang libclang-rt-14-dev
+	postgresql postgresql-client
+	maven default-jre-headless python3-venv
+	gnuplot-nox
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# java and python3 may come from outside Debian (a JDK or pyenv already on the machine)
+if command -v java >/dev/null; then
+	missing=("${missing[@]/default-jre-headless/}")
+fi
+if python3 -c 'import venv, ensurepip' 2>/dev/null; then
+	missing=("${missing[@]/python3-venv/}")
+fi
+read -r -a missing <<<"${missing[*]}"
+if [ ${#missing[@]} -gt 0 ]; then
+	SUDO=
+	[ "$(id -u)" -ne 0 ] && SUDO=sudo
+	echo "setup.sh: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq >&2
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+	# Debian's postgresql package starts a cluster of its own on 5432; copysink's scripts run
+	# their own clusters and do not need it
+fi
+"$ROOT/scripts/kafka.sh" fetch
+"$ROOT/scripts/venv.sh" >/dev/null
+echo "setup.sh: all dependencies present" >&2

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this with no arguments):
+#   1. install what is missing (scripts/setup.sh)
+#   2. build with warnings as errors; unit tests
+#   3. start a PostgreSQL cluster and a Kafka broker of its own; integration tests (C and Python,
+#      including the reliability and chaos tests)
+#   4. the same unit and integration tests in an ASan + UBSan build
+#   5. the libFuzzer decoder target on the seed corpus, for COPYSINK_FUZZ_SECONDS (default 120)
+# Servers and temporary files are removed at the end, whatever happens.
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh -R REGEX        only the CTest tests matching REGEX, normal build only
+#   scripts/test.sh --no-sanitize   skip step 4       --no-fuzz   skip step 5
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+SANITIZE=1 FUZZ=1 FILTER=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--no-sanitize) SANITIZE=0 ;;
+	--no-fuzz) FUZZ=0 ;;
+	-R) FILTER=(-R "$2"); SANITIZE=0; FUZZ=0; shift ;;
+	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "test.sh: unknown argument \"$1\" (try --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+JOBS=$(nproc)
+PASSED=0 FAILED=0 STAGES_FAILED=()
+WORK=$(mktemp -d /tmp/copysink-test.XXXXXX)
+chmod 755 "$WORK"
+
+cleanup() {
+	"$ROOT/scripts/kafka.sh" stop "$WORK/kafka" >/dev/null 2>&1 || true
+	"$ROOT/scripts/pg.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free TCP port on loopback, starting from $1; a broker takes the next one too.
+free_port() {
+	local p=$1
+	while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null ||
+		(exec 3<>"/dev/tcp/127.0.0.1/$((p + 1))") 2>/dev/null; do
+		p=$((p + 2))
+	done
+	echo "$p"
+}
+
+# ctest_stage NAME BUILD_DIR ARGS...: run ctest and add its counts to the totals.
+ctest_stage() {
+	local name=$1 dir=$2 out rc=0
+	shift 2
+	echo "== $name" >&2
+	out=$WORK/ctest-$name.log
+	ctest --test-dir "$dir" --output-on-failure --no-tests=error "$@" 2>&1 | tee "$out" || rc=$?
+	local line total failed
+	line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$out" | tail -1 || true)
+	if [ -z "$line" ]; then
+		FAILED=$((FAILED + 1)); STAGES_FAILED+=("$name (no tests ran)"); return
+	fi
+	failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+	total=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+	PASSED=$((PASSED + total - failed)); FAILED=$((FAILED + failed))
+	[ "$rc" -eq 0 ] && [ "$failed" -eq 0 ] || STAGES_FAILED+=("$name")
+}
+
+build() {
+	local dir=$1
+	shift
+	echo "== build $dir" >&2
+	cmake -S "$ROOT" -B "$dir" -DCOPYSINK_WERROR=ON "$@" >/dev/null
+	cmake --build "$dir" -j "$JOBS" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; return 1; }
+}
+
+"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/venv.sh" >/dev/null
+
+build "$ROOT/build"
+ctest_stage unit "$ROOT/build" -L unit "${FILTER[@]}"
+
+PG_PORT=$(free_port 55432)
+"$ROOT/scripts/pg.sh" start "$WORK/pg" "$PG_PORT"
+KAFKA_PORT=$(free_port 59092)
+"$ROOT/scripts/kafka.sh" start "$WORK/kafka" "$KAFKA_PORT"
+export COPYSINK_TEST_PG_CONNINFO="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
+export COPYSINK_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
+export COPYSINK_TEST_PG_DIR=$WORK/pg
+export COPYSINK_TEST_KAFKA_DIR=$WORK/kafka
+
+ctest_stage integration "$ROOT/build" -L integration "${FILTER[@]}"
+
+if [ "$SANITIZE" -eq 1 ]; then
+	# leaks are reported too (LeakSanitizer is part of ASan on Linux)
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	if build "$ROOT/build-asan" -DCOPYSINK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
+		ctest_stage asan "$ROOT/build-asan"
+	else
+		FAILED=$((FAILED + 1)); STAGES_FAILED+=("asan build")
+	fi
+	unset ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
+if [ "$FUZZ" -eq 1 ]; then
+	SECONDS_FUZZ=${COPYSINK_FUZZ_SECONDS:-120}
+	echo "== fuzz fuzz_decode for ${SECONDS_FUZZ}s" >&2
+	if CC=clang build "$ROOT/build-fuzz" -DCOPYSINK_FUZZ=ON -DCOPYSINK_SANITIZE=ON; then
+		mkdir -p "$WORK/corpus"
+		if (cd "$WORK" && "$ROOT/build-fuzz/fuzz_decode" -max_total_time="$SECONDS_FUZZ" \
+			-max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			"$WORK/corpus" "$ROOT/tests/fuzz/corpus" 2>&1 | tail -25); then
+			PASSED=$((PASSED + 1))
+		else
+			FAILED=$((FAILED + 1)); STAGES_FAILED+=("fuzz")
+		fi
+	else
+		FAILED=$((FAILED + 1)); STAGES_FAILED+=("fuzz build")
+	fi
+fi
+
+if [ ${#STAGES_FAILED[@]} -gt 0 ]; then
+	echo "test.sh: failed: ${STAGES_FAILED[*]}" >&2
+fi
+echo "test.sh: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
