@@ -101,19 +101,13 @@ int cs_dlq_send(cs_dlq_t *dlq, const cs_dead_letter_t *dl, char *errstr, size_t 
 		snprintf(errstr, errstr_size, "could not build dead-letter headers");
 		return -1;
 	}
-	err = rd_kafka_producev(dlq->rk, RD_KAFKA_V_TOPIC(dl->dlq_topic),
-				RD_KAFKA_V_KEY(dl->key, dl->key_len),
-				RD_KAFKA_V_VALUE((void *)(uintptr_t)dl->value, dl->value_len),
-				RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-				RD_KAFKA_V_END);
+	err = cs_kafka_produce(dlq->rk, dl->dlq_topic, dl->key, dl->key_len, dl->value,
+			       dl->value_len, hdrs);
 	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 		/* wait for room once, then give up on this try */
 		rd_kafka_poll(dlq->rk, 1000);
-		err = rd_kafka_producev(dlq->rk, RD_KAFKA_V_TOPIC(dl->dlq_topic),
-					RD_KAFKA_V_KEY(dl->key, dl->key_len),
-					RD_KAFKA_V_VALUE((void *)(uintptr_t)dl->value, dl->value_len),
-					RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-					RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+		err = cs_kafka_produce(dlq->rk, dl->dlq_topic, dl->key, dl->key_len, dl->value,
+				       dl->value_len, hdrs);
 	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		rd_kafka_headers_destroy(hdrs); /* not taken by a failed producev */

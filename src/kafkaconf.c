@@ -3,6 +3,7 @@
  */
 #include "copysink/kafkaconf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,4 +73,38 @@ int cs_kafkaconf_default(rd_kafka_conf_t *conf, const cs_config_t *cfg, const ch
 		return -1;
 	}
 	return 0;
+}
+
+/* rd_kafka_produceva rather than the rd_kafka_producev macros: the macros use GNU statement
+ * expressions and cast away const, which a pedantic C11 build refuses. */
+rd_kafka_resp_err_t cs_kafka_produce(rd_kafka_t *rk, const char *topic, const void *key,
+				     size_t key_len, const void *value, size_t value_len,
+				     rd_kafka_headers_t *headers)
+{
+	rd_kafka_vu_t vu[5];
+	rd_kafka_error_t *error;
+	rd_kafka_resp_err_t err;
+	size_t n = 0;
+
+	memset(vu, 0, sizeof(vu));
+	vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
+	vu[n++].u.cstr = topic;
+	vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+	vu[n++].u.i = RD_KAFKA_MSG_F_COPY;
+	vu[n].vtype = RD_KAFKA_VTYPE_KEY;
+	vu[n].u.mem.ptr = (void *)(uintptr_t)key; /* copied (F_COPY), never written */
+	vu[n++].u.mem.size = key_len;
+	vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
+	vu[n].u.mem.ptr = (void *)(uintptr_t)value;
+	vu[n++].u.mem.size = value_len;
+	if (headers != NULL) {
+		vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+		vu[n++].u.headers = headers;
+	}
+	error = rd_kafka_produceva(rk, vu, n);
+	if (error == NULL)
+		return RD_KAFKA_RESP_ERR_NO_ERROR;
+	err = rd_kafka_error_code(error);
+	rd_kafka_error_destroy(error);
+	return err;
 }

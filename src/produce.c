@@ -202,12 +202,8 @@ static int enqueue(run_t *r, bool keyed, char *errstr, size_t errstr_size)
 	rd_kafka_resp_err_t err;
 
 	for (;;) {
-		err = rd_kafka_producev(r->rk, RD_KAFKA_V_TOPIC(r->topic),
-					RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-					RD_KAFKA_V_VALUE(r->value.data, r->value.size),
-					RD_KAFKA_V_KEY(keyed ? r->key.data : NULL,
-						       keyed ? r->key.size : 0),
-					RD_KAFKA_V_END);
+		err = cs_kafka_produce(r->rk, r->topic, keyed ? r->key.data : NULL,
+				       keyed ? r->key.size : 0, r->value.data, r->value.size, NULL);
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			break;
 		rd_kafka_poll(r->rk, POLL_MS);

@@ -24,4 +24,14 @@ rd_kafka_conf_t *cs_kafkaconf_new(const cs_config_t *cfg, bool producer, char *e
 int cs_kafkaconf_default(rd_kafka_conf_t *conf, const cs_config_t *cfg, const char *key,
 			 const char *value, char *errstr, size_t errstr_size);
 
+/*
+ * Queue one message (its key and value copied) on `topic`. `headers` may be NULL; when the call
+ * succeeds librdkafka owns them, otherwise the caller still does. A NULL key or value is sent
+ * as null (a value of NULL is a tombstone).
+ * @returns RD_KAFKA_RESP_ERR_NO_ERROR or librdkafka's error code (__QUEUE_FULL among them).
+ */
+rd_kafka_resp_err_t cs_kafka_produce(rd_kafka_t *rk, const char *topic, const void *key,
+				     size_t key_len, const void *value, size_t value_len,
+				     rd_kafka_headers_t *headers);
+
 #endif /* COPYSINK_KAFKACONF_H */

@@ -47,15 +47,20 @@ def copysink_bin():
 def database(pg_admin_conninfo):
     """A new empty database; yields its conninfo and drops it afterwards."""
     name = "cs_" + uuid.uuid4().hex[:12]
-    admin = psycopg2.connect(pg_admin_conninfo)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conninfo = _with_dbname(pg_admin_conninfo, name)
-    yield conninfo
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    _admin_execute(pg_admin_conninfo, f'CREATE DATABASE "{name}"')
+    yield _with_dbname(pg_admin_conninfo, name)
+    # a new connection: the test may have restarted the server meanwhile
+    _admin_execute(pg_admin_conninfo, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin_execute(conninfo, sql):
+    admin = psycopg2.connect(conninfo)
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        admin.close()
 
 
 def _with_dbname(conninfo, dbname):

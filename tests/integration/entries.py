@@ -5,10 +5,11 @@ in offset order per key (keys are partitioned by their conflict key, so one key 
 partition): last valid entry wins for `update` tables, first valid entry for `skip` tables.
 """
 import math
-import random
 import struct
 
 import msgpack
+import psycopg2
+import psycopg2.extras
 
 DIM = 384
 
@@ -151,3 +152,29 @@ def expected_rows(applied, modes):
             continue
         result[table][k] = entry
     return result
+
+
+def table_contents(conninfo, table):
+    with psycopg2.connect(conninfo) as conn, conn.cursor(
+            cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f'SELECT * FROM "{table}"')
+        rows = cur.fetchall()
+    return {tuple(r[k] for k in KEYS[table]): dict(r) for r in rows}
+
+
+def assert_table_equals(conninfo, table, expected):
+    got = table_contents(conninfo, table)
+    assert set(got) == set(expected), (
+        f"{table}: missing {len(set(expected) - set(got))} keys, "
+        f"unexpected {len(set(got) - set(expected))}")
+    for key, entry in expected.items():
+        row = got[key]
+        for col in COLUMNS[table]:
+            want = entry.get(col)
+            have = row[col]
+            if col == "embedding":
+                assert have is not None and len(have) == len(want), (table, key, col)
+                assert [f32(x) for x in have] == want, (table, key, col)
+            else:
+                assert have == want, (table, key, col, have, want)
+        assert row["created_at"] is not None and row["updated_at"] is not None

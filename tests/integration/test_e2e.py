@@ -12,11 +12,10 @@ import zlib
 import msgpack
 import psycopg2
 import psycopg2.extras
-import pytest
 
 from conftest import wait_for, write_config
-from entries import (COLUMNS, KEYS, encode, expected_rows, f32, invalid_messages, kafka_key,
-                     key_of, make_entry)
+from entries import (KEYS, assert_table_equals, encode, expected_rows, invalid_messages,
+                     kafka_key, key_of, make_entry, table_contents)
 
 COUNTS = {"memory_entries": 4000, "patterns": 3000, "trajectories": 3000}
 MODES = {"memory_entries": "update", "patterns": "update", "trajectories": "skip"}
@@ -103,32 +102,6 @@ def produce(kafka, messages):
         producer.poll(0)
     assert producer.flush(120) == 0
     assert len(done) == len(messages)
-
-
-def table_contents(conninfo, table):
-    with psycopg2.connect(conninfo) as conn, conn.cursor(
-            cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f'SELECT * FROM "{table}"')
-        rows = cur.fetchall()
-    return {tuple(r[k] for k in KEYS[table]): dict(r) for r in rows}
-
-
-def assert_table_equals(conninfo, table, expected):
-    got = table_contents(conninfo, table)
-    assert set(got) == set(expected), (
-        f"{table}: missing {len(set(expected) - set(got))} keys, "
-        f"unexpected {len(set(got) - set(expected))}")
-    for key, entry in expected.items():
-        row = got[key]
-        for col in COLUMNS[table]:
-            want = entry.get(col)
-            have = row[col]
-            if col == "embedding":
-                assert have is not None and len(have) == len(want), (table, key, col)
-                assert [f32(x) for x in have] == want, (table, key, col)
-            else:
-                assert have == want, (table, key, col, have, want)
-        assert row["created_at"] is not None and row["updated_at"] is not None
 
 
 def stored_offsets(conninfo, group):

@@ -1,0 +1,45 @@
+"""Write the decoder fuzzer's seed corpus (tests/fuzz/corpus): valid entries of every table,
+arrays of entries, the compact embedding, and one example of each rejection reason.
+Run with the test venv: .cache/venv/bin/python tests/fuzz/make_corpus.py"""
+import math
+import os
+import struct
+
+import msgpack
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+EMB = [0.5, -1.0, 2.0, 0.25]
+
+
+def seeds():
+    mem = {"namespace": "ns", "key": "k1", "value": "v", "embedding": EMB,
+           "metadata": {"a": [1, 2.5, None, True], "b": {"c": "d"}}, "tags": ["x", "y"]}
+    yield "memory_entry", msgpack.packb(mem)
+    yield "memory_entry_bin", msgpack.packb({**mem, "embedding": struct.pack("<4f", *EMB)})
+    yield "pattern", msgpack.packb({"name": "p", "pattern_type": "t", "description": "d",
+                                    "embedding": EMB, "confidence": 0.9, "usage_count": 3,
+                                    "success_count": 2, "metadata": {}})
+    yield "trajectory", msgpack.packb({"trajectory_id": "t1", "step_number": 1,
+                                       "action": "go", "state": {"s": [1, {"x": "y"}]},
+                                       "reward": -1.5, "embedding": EMB})
+    yield "all_types", msgpack.packb({"id": 1, "s": "é東", "i2": -2, "i4": 70000, "f4": 1.5,
+                                      "f8": 2.5, "b": False, "j": [1, "two"], "t": ["a"],
+                                      "embedding": EMB})
+    yield "array", msgpack.packb([mem, {**mem, "key": "k2"}, 5])
+    yield "missing", msgpack.packb({"namespace": "ns"})
+    yield "wrong_type", msgpack.packb({**mem, "value": 5})
+    yield "dim", msgpack.packb({**mem, "embedding": [1.0]})
+    yield "nan", msgpack.packb({**mem, "embedding": [math.nan] * 4})
+    yield "utf8", msgpack.packb({**mem, "value": "x"}).replace(b"\xa1x", b"\xa1\xff")
+    yield "nul", msgpack.packb({**mem, "value": "a\0b"})
+    yield "range", msgpack.packb({"id": 2 ** 63, "i2": 70000, "i4": -2 ** 40})
+    yield "deep", b"\x91" * 40 + b"\xc0"
+    yield "huge_len", b"\xdb\xff\xff\xff\xffab"
+    yield "ext_bin", msgpack.packb({"j": msgpack.ExtType(3, b"ab"), "s": b"bin"})
+    yield "trailing", msgpack.packb({}) + b"\x00"
+
+
+os.makedirs(OUT, exist_ok=True)
+for name, data in seeds():
+    with open(os.path.join(OUT, name), "wb") as f:
+        f.write(data)
