@@ -11,7 +11,7 @@ PACKAGES=(
 	libcmocka-dev clang libclang-rt-14-dev
 	postgresql postgresql-client
 	maven default-jre-headless python3-venv
-	gnuplot-nox
+	gnuplot-nox curl
 )
 
 missing=()

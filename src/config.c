@@ -841,15 +841,24 @@ static int env_apply(loader_t *ld, const char *entry)
 			    "help config\"");
 }
 
-/* True for the variables of the test harness, which share our prefix. */
+/*
+ * True for COPYSINK_* variables that are not configuration: only names that start with a
+ * section (COPYSINK_BATCH_..., COPYSINK_TABLE_..., ...) configure copysink. Others share the
+ * prefix by accident and are left alone: the service-link variables Kubernetes injects for a
+ * Service called "copysink" (COPYSINK_SERVICE_HOST, COPYSINK_PORT_9187_TCP, ...) and those of
+ * the test harness (COPYSINK_BIN, COPYSINK_TEST_...). A misspelt key inside a section is still
+ * an error.
+ */
 static bool env_ignored(const char *entry)
 {
-	static const char *const ignored[] = {"COPYSINK_BIN=", "COPYSINK_SOURCE_DIR="};
+	static const char *const env_sections[] = {"BATCH_", "DLQ_", "HTTP_", "KAFKA_",
+					       "POSTGRES_", "TABLE_", "WORKER_"};
+	const char *name = entry + strlen(ENV_PREFIX);
 
-	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
-		if (strncmp(entry, ignored[i], strlen(ignored[i])) == 0)
-			return true;
-	return strncmp(entry, "COPYSINK_TEST_", 14) == 0;
+	for (size_t i = 0; i < sizeof(env_sections) / sizeof(env_sections[0]); i++)
+		if (strncmp(name, env_sections[i], strlen(env_sections[i])) == 0)
+			return false;
+	return true;
 }
 
 /* Apply every COPYSINK_* variable of envp. @returns 0 or -1. */

@@ -128,28 +128,35 @@ static int render_histogram(const cs_stats_t *st, cs_buf_t *out)
 	return rc;
 }
 
-/* Per partition: stored offset, high watermark, lag. */
+/* Per partition: stored offset, high watermark, lag. A value not known yet (no offset stored
+ * for the partition, no fetch answered yet) is left out rather than shown as 0, so that a lag
+ * of 0 always means caught up. */
 static int render_partitions(const cs_stats_t *st, cs_buf_t *out)
 {
 	int rc = head(out, "copysink_partition_stored_offset", "gauge",
 		      "Next offset stored in PostgreSQL per partition");
 	for (int i = 0; i < st->nparts; i++)
-		rc |= put(out, "copysink_partition_stored_offset{topic=\"%s\",partition=\"%d\"} %lld\n",
-			  st->parts[i].topic, (int)st->parts[i].partition,
-			  (long long)st->parts[i].stored);
+		if (st->parts[i].stored >= 0)
+			rc |= put(out,
+				  "copysink_partition_stored_offset{topic=\"%s\",partition=\"%d\"} %lld\n",
+				  st->parts[i].topic, (int)st->parts[i].partition,
+				  (long long)st->parts[i].stored);
 	rc |= head(out, "copysink_partition_high_watermark", "gauge", "High watermark per partition");
 	for (int i = 0; i < st->nparts; i++)
-		rc |= put(out, "copysink_partition_high_watermark{topic=\"%s\",partition=\"%d\"} %lld\n",
-			  st->parts[i].topic, (int)st->parts[i].partition,
-			  (long long)st->parts[i].high);
+		if (st->parts[i].high >= 0)
+			rc |= put(out,
+				  "copysink_partition_high_watermark{topic=\"%s\",partition=\"%d\"} %lld\n",
+				  st->parts[i].topic, (int)st->parts[i].partition,
+				  (long long)st->parts[i].high);
 	rc |= head(out, "copysink_partition_lag", "gauge",
 		   "Messages between the stored offset and the high watermark");
 	for (int i = 0; i < st->nparts; i++) {
 		const cs_stats_partition_t *p = &st->parts[i];
-		long long lag = p->high >= 0 && p->stored >= 0 && p->high > p->stored
-					? (long long)(p->high - p->stored) : 0;
+		if (p->high < 0 || p->stored < 0)
+			continue;
 		rc |= put(out, "copysink_partition_lag{topic=\"%s\",partition=\"%d\"} %lld\n",
-			  p->topic, (int)p->partition, lag);
+			  p->topic, (int)p->partition,
+			  p->high > p->stored ? (long long)(p->high - p->stored) : 0LL);
 	}
 	return rc;
 }

@@ -352,3 +352,14 @@ def end_offsets(kafka, *topics):
             if high > 0:
                 ends[(topic, p)] = high
     return ends
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test is a failure here: the suite has every server it needs, so a skip can
+    only hide a test that did not run."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"test skipped, which this suite counts as a failure: {report.longrepr}"

@@ -187,12 +187,10 @@ static void test_example(void **state)
 /* conf/copysink.ini holds the example's values; conf/minimal.ini is enough for one table. */
 static void test_shipped_files(void **state)
 {
-	const char *dir = getenv("COPYSINK_SOURCE_DIR");
+	const char *dir = COPYSINK_SOURCE_DIR; /* set by CMake */
 	char path[1024], err[512];
 	cs_config_t cfg;
 
-	if (dir == NULL)
-		skip();
 	snprintf(path, sizeof(path), "%s/conf/copysink.ini", dir);
 	cs_config_init(&cfg);
 	if (cs_config_load(&cfg, path, NULL, NULL, 0, err, sizeof(err)) != 0)
@@ -474,6 +472,9 @@ static void test_env(void **state)
 		"COPYSINK_BIN=/x/copysink",
 		"COPYSINK_SOURCE_DIR=/src",
 		"COPYSINK_TEST_KAFKA=k:1",
+		"COPYSINK_SERVICE_HOST=10.0.0.7",
+		"COPYSINK_PORT=tcp://10.0.0.7:9187",
+		"COPYSINK_FUZZ_SECONDS=60",
 		"COPYSINK_BATCH_MAX_ROWS=5000",
 		"COPYSINK_POSTGRES_CONNINFO=host=envhost",
 		"COPYSINK_DLQ_TOPIC=env.dlq",
@@ -529,8 +530,8 @@ static void test_env_errors(void **state)
 		const char *var;
 		const char *err;
 	} cases[] = {
-		{"COPYSINK_NOPE=1",
-		 "environment variable \"COPYSINK_NOPE\": unknown variable: "
+		{"COPYSINK_WORKER_NOPE=1",
+		 "environment variable \"COPYSINK_WORKER_NOPE\": unknown variable: "
 		 "expected COPYSINK_<SECTION>_<KEY>, see \"copysink help config\""},
 		{"COPYSINK_BATCH_MAX_ROW=1",
 		 "environment variable \"COPYSINK_BATCH_MAX_ROW\": unknown variable: "

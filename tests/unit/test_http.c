@@ -72,6 +72,8 @@ static void test_render(void **state)
 	cs_stats_batch_duration(&st, 0.4);
 	cs_stats_batch_duration(&st, 12.0);
 	cs_stats_partition(&st, "memory.entries", 2, 150, 200);
+	/* nothing stored yet for partition 0: its high watermark shows, its lag does not */
+	cs_stats_partition(&st, "memory.entries", 0, -1, 80);
 	st.pg_ok = st.kafka_ok = true;
 	cs_buf_init(&out);
 	assert_int_equal(cs_http_render_metrics(&st, specs, 2, &out), 0);
@@ -80,6 +82,10 @@ static void test_render(void **state)
 		if (!has_line(out.data, lines[i]))
 			fail_msg("missing line: %s\n%s", lines[i], out.data);
 	}
+	assert_true(has_line(out.data,
+			     "copysink_partition_high_watermark{topic=\"memory.entries\",partition=\"0\"} 80"));
+	assert_null(strstr(out.data, "partition_lag{topic=\"memory.entries\",partition=\"0\"}"));
+	assert_null(strstr(out.data, "stored_offset{topic=\"memory.entries\",partition=\"0\"}"));
 	cs_buf_cleanup(&out);
 }
 
