@@ -238,7 +238,7 @@ static cs_batch_row_t *append_row(cs_batch_table_t *tab)
 }
 
 int cs_batch_push_row(cs_batch_t *b, int t, int part, int64_t offset, int entry,
-		      size_t tuple_start, size_t key_start)
+		      size_t tuple_start, size_t key_start, bool tombstone)
 {
 	cs_batch_table_t *tab = &b->tables[t];
 	cs_conflict_t mode = b->specs[t].on_conflict;
@@ -246,6 +246,8 @@ int cs_batch_push_row(cs_batch_t *b, int t, int part, int64_t offset, int entry,
 	const char *key = b->keys.data + key_start;
 	slot_t *s = NULL;
 	uint64_t h = 0;
+	uint8_t old_op = CS_ROW_UPSERT;
+	bool dup = false;
 	cs_batch_row_t *r;
 
 	if (mode != CS_CONFLICT_NONE) {
@@ -253,7 +255,10 @@ int cs_batch_push_row(cs_batch_t *b, int t, int part, int64_t offset, int entry,
 			return -1;
 		h = key_hash(t, key, klen);
 		s = find_slot(b, t, h, key, klen);
-		if (s->hash != 0 && mode == CS_CONFLICT_SKIP) {
+		dup = s->hash != 0;
+		if (dup)
+			old_op = tab->rows[s->row].op;
+		if (dup && mode == CS_CONFLICT_SKIP && !tombstone && old_op != CS_ROW_DELETE) {
 			/* the earlier entry wins: forget this one and its bytes */
 			tab->tuples.len = tuple_start;
 			b->keys.len = key_start;
@@ -273,9 +278,14 @@ int cs_batch_push_row(cs_batch_t *b, int t, int part, int64_t offset, int entry,
 	r->entry = entry;
 	r->msg_off = b->cur_msg;
 	r->live = true;
+	r->op = tombstone ? CS_ROW_DELETE : CS_ROW_UPSERT;
+	r->collapsed = false;
 	b->entries++;
-	if (s != NULL && s->hash != 0) {
-		/* update: the later entry replaces the earlier one */
+	if (dup) {
+		/* the later entry replaces the earlier one; a delete before it still happens */
+		if (!tombstone && old_op != CS_ROW_UPSERT)
+			r->op = CS_ROW_REPLACE;
+		r->collapsed = !tombstone && old_op != CS_ROW_DELETE;
 		tab->rows[s->row].live = false;
 		s->row = (uint32_t)(tab->nrows - 1);
 		return 0;

@@ -780,31 +780,24 @@ static cs_reason_t match_fields(cs_decoder_t *dec, const cs_tablespec_t *spec,
 	return CS_REASON_OK;
 }
 
-cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec,
-			    cs_buf_t *tuples, cs_buf_t *keys, char *errstr, size_t errstr_size)
+/* Append the tuple of vals[] (one per spec column, NULL when absent) and its key. With
+ * `key_only`, the columns outside the key are sent as NULL whatever their spec says (a delete
+ * needs the key alone). On rejection neither buffer changes. */
+static cs_reason_t encode_tuple(const cs_decoder_t *dec, const cs_tablespec_t *spec,
+				const msgpack_object **vals, bool key_only, cs_buf_t *tuples,
+				cs_buf_t *keys, char *errstr, size_t errstr_size)
 {
-	const msgpack_object *vals[CS_MAX_COLUMNS] = {NULL};
 	size_t field_at[CS_MAX_COLUMNS];
 	size_t t0 = tuples->len, k0 = keys->len;
-	const msgpack_object *o;
-	cs_reason_t r;
+	cs_reason_t r = CS_REASON_OK;
 
-	if (i < 0 || i >= dec->nentries)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size, "no entry %d", i);
-	o = &dec->entries[i];
-	if (o->type != MSGPACK_OBJECT_MAP)
-		return reject(CS_REASON_NOT_A_MAP, errstr, errstr_size, "entry %d is %s, not a map",
-			      i, type_name(o->type));
-	r = match_fields(dec, spec, &o->via.map, vals, errstr, errstr_size);
-	if (r != CS_REASON_OK)
-		return r;
 	if (cs_buf_put_u16(tuples, (uint16_t)spec->ncols) != 0)
 		return OOM;
 	for (int c = 0; c < spec->ncols && r == CS_REASON_OK; c++) {
 		const cs_column_t *col = &spec->cols[c];
 		field_at[c] = tuples->len;
 		if (vals[c] == NULL || vals[c]->type == MSGPACK_OBJECT_NIL) {
-			if (col->required || col->in_key)
+			if (col->in_key || (col->required && !key_only))
 				r = reject(CS_REASON_MISSING_FIELD, errstr, errstr_size,
 					   "missing required field \"%s\"", col->name);
 			else if (cs_buf_put_u32(tuples, UINT32_MAX) != 0) /* -1: NULL */
@@ -824,6 +817,60 @@ cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec
 		keys->len = k0;
 	}
 	return r;
+}
+
+cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec,
+			    cs_buf_t *tuples, cs_buf_t *keys, char *errstr, size_t errstr_size)
+{
+	const msgpack_object *vals[CS_MAX_COLUMNS] = {NULL};
+	const msgpack_object *o;
+	cs_reason_t r;
+
+	if (i < 0 || i >= dec->nentries)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size, "no entry %d", i);
+	o = &dec->entries[i];
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return reject(CS_REASON_NOT_A_MAP, errstr, errstr_size, "entry %d is %s, not a map",
+			      i, type_name(o->type));
+	r = match_fields(dec, spec, &o->via.map, vals, errstr, errstr_size);
+	if (r != CS_REASON_OK)
+		return r;
+	return encode_tuple(dec, spec, vals, false, tuples, keys, errstr, errstr_size);
+}
+
+cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const void *key,
+			  size_t key_len, cs_buf_t *tuples, cs_buf_t *keys, char *errstr,
+			  size_t errstr_size)
+{
+	const msgpack_object *vals[CS_MAX_COLUMNS] = {NULL};
+	int nkeys = cs_tablespec_nkeys(spec), k = 0;
+	cs_reason_t r;
+
+	if (nkeys == 0)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "a tombstone (null value) cannot delete from table \"%s\", which has "
+			      "no conflict key", spec->name);
+	if (key == NULL || key_len == 0)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "a tombstone (null value) needs a key: the msgpack array of the "
+			      "conflict-key fields");
+	if (cs_decode_open(dec, key, key_len, &r, errstr, errstr_size) < 0) {
+		size_t n = strlen(errstr);
+		if (n < errstr_size)
+			snprintf(errstr + n, errstr_size - n, " (tombstone key)");
+		return r;
+	}
+	dec->entries = NULL; /* the key is not a list of entries */
+	dec->nentries = 0;
+	if (dec->root.type != MSGPACK_OBJECT_ARRAY || dec->root.via.array.size != (uint32_t)nkeys)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "tombstone key must be a msgpack array of the %d conflict-key "
+			      "field(s) of table \"%s\"",
+			      nkeys, spec->name);
+	for (int c = 0; c < spec->ncols; c++)
+		if (spec->cols[c].in_key)
+			vals[c] = &dec->root.via.array.ptr[k++];
+	return encode_tuple(dec, spec, vals, true, tuples, keys, errstr, errstr_size);
 }
 
 /* msgpack-c writer into a cs_buf_t. */

@@ -117,6 +117,9 @@ static int create_sql(const cs_tablespec_t *spec, bool vector, char *sql)
 	if (sql_add(sql, &len, "created_at timestamptz NOT NULL DEFAULT now(), "
 			       "updated_at timestamptz NOT NULL DEFAULT now()") != 0)
 		return -1;
+	if (cs_tablespec_nkeys(spec) > 0 &&
+	    sql_add(sql, &len, ", copysink_partition integer, copysink_offset bigint") != 0)
+		return -1;
 	if (cs_tablespec_nkeys(spec) > 0) {
 		if (sql_add(sql, &len, ", PRIMARY KEY (") != 0)
 			return -1;
@@ -132,6 +135,23 @@ static int create_sql(const cs_tablespec_t *spec, bool vector, char *sql)
 			return -1;
 	}
 	return sql_add(sql, &len, ")");
+}
+
+/* Add the source columns to a keyed table made before they existed (a catalog-only change:
+ * nullable, no default). Empty for a table without a key. */
+static int source_sql(const cs_tablespec_t *spec, char *sql)
+{
+	char table[4 * CS_MAX_NAME + 8];
+	size_t len = 0;
+
+	sql[0] = '\0';
+	if (cs_tablespec_nkeys(spec) == 0)
+		return 0;
+	qualified(table, sizeof(table), spec);
+	return sql_add(sql, &len,
+		       "ALTER TABLE %s ADD COLUMN IF NOT EXISTS copysink_partition integer, "
+		       "ADD COLUMN IF NOT EXISTS copysink_offset bigint",
+		       table);
 }
 
 static const char offsets_ddl[] =
@@ -184,6 +204,9 @@ int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs, int nspecs, cha
 			goto rollback;
 		}
 		if (exec_ok(conn, sql, errstr, errstr_size) != 0)
+			goto rollback;
+		if (source_sql(&specs[t], sql) != 0 || (sql[0] != '\0' &&
+		    exec_ok(conn, sql, errstr, errstr_size) != 0))
 			goto rollback;
 	}
 	rc = exec_ok(conn, "COMMIT", errstr, errstr_size);
@@ -341,7 +364,7 @@ int cs_schema_resolve(PGconn *conn, cs_tablespec_t *spec, cs_table_shape_t *shap
 	const char *params[1] = {table};
 	bool seen[CS_MAX_COLUMNS] = {false};
 	PGresult *res;
-	int rc = -1;
+	int rc = -1, source = 0;
 
 	memset(shape, 0, sizeof(*shape));
 	qualified(table, sizeof(table), spec);
@@ -358,12 +381,16 @@ int cs_schema_resolve(PGconn *conn, cs_tablespec_t *spec, cs_table_shape_t *shap
 		goto fail;
 	}
 	for (int r = 0; r < PQntuples(res); r++) {
-		int c = cs_tablespec_column(spec, PQgetvalue(res, r, 0));
+		const char *name = PQgetvalue(res, r, 0), *typname = PQgetvalue(res, r, 1);
+		int c = cs_tablespec_column(spec, name);
 		if (check_column(spec, shape, res, r, plain, errstr, errstr_size) != 0)
 			goto fail;
 		if (c >= 0)
 			seen[c] = true;
+		source += (strcmp(name, "copysink_partition") == 0 && strcmp(typname, "int4") == 0) ||
+			  (strcmp(name, "copysink_offset") == 0 && strcmp(typname, "int8") == 0);
 	}
+	shape->has_source = source == 2 && cs_tablespec_nkeys(spec) > 0;
 	for (int c = 0; c < spec->ncols; c++) {
 		if (!seen[c]) {
 			snprintf(errstr, errstr_size, "table \"%s\" has no column \"%s\"", plain,

@@ -208,6 +208,23 @@ static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, in
 	cs_buf_t one;
 	int n;
 
+	if (rkm->payload == NULL) {
+		/* a tombstone: delete the row of the key */
+		size_t tuple_start = tuples->len, key_start = keys->len;
+		reason = cs_decode_key(w->dec, spec, rkm->key, rkm->key_len, tuples, keys, why,
+				       sizeof(why));
+		if (reason == CS_REASON__COUNT)
+			return CS_ERR_FATAL;
+		if (reason != CS_REASON_OK) {
+			dl.error = why;
+			return dead_letter_counted(w, &dl, t, reason);
+		}
+		if (cs_batch_push_row(w->batch, t, part, rkm->offset, -1, tuple_start, key_start,
+				      true) != 0)
+			return CS_ERR_FATAL;
+		w->stats.entries++;
+		return CS_OK;
+	}
 	n = cs_decode_open(w->dec, rkm->payload, rkm->len, &reason, why, sizeof(why));
 	if (n < 0) {
 		dl.error = why;
@@ -219,7 +236,7 @@ static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, in
 		reason = cs_decode_entry(w->dec, i, spec, tuples, keys, why, sizeof(why));
 		if (reason == CS_REASON_OK) {
 			if (cs_batch_push_row(w->batch, t, part, rkm->offset, i, tuple_start,
-					      key_start) != 0)
+					      key_start, false) != 0)
 				return CS_ERR_FATAL;
 			w->stats.entries++;
 			continue;

@@ -15,12 +15,28 @@
 #define SQL_MAX 16384
 #define COPY_CHUNK (256 * 1024) /* bytes per PQputCopyData call */
 
-/* The statements of one table, built once per connection from its spec. */
+/*
+ * The statements of one table, built once per connection from its spec and the catalog.
+ *
+ * The staging table has the spec's columns and four of its own, sent with every row:
+ * copysink_partition and copysink_offset (where the row's entry came from), copysink_op
+ * (cs_row_op_t: upsert, delete then insert, delete) and copysink_collapsed (the row replaced
+ * an earlier version of its key inside the batch). Where the target has the columns
+ * copysink_partition and copysink_offset (`copysink migrate` adds them to keyed tables), they
+ * record the entry each row holds, and no statement lets an entry overwrite or delete a row
+ * that holds a later entry of the same partition: a replay never moves a row backwards.
+ */
 typedef struct table_sql {
-	char copy[SQL_MAX];  /* COPY staging (cols) FROM STDIN (FORMAT binary) */
-	char merge[SQL_MAX]; /* INSERT INTO target ... SELECT ... FROM staging ON CONFLICT ... */
-	char truncate[128];  /* TRUNCATE staging, between bisection steps */
+	char copy[SQL_MAX];        /* COPY staging (cols, source) FROM STDIN (FORMAT binary) */
+	char del[SQL_MAX];         /* DELETE the keys of delete and replace rows */
+	char merge[SQL_MAX];       /* INSERT ... ON CONFLICT for rows not collapsed */
+	char merge_force[SQL_MAX]; /* the same for collapsed rows (empty: merge covers them) */
+	char truncate[128];        /* TRUNCATE staging, between bisection steps */
 } table_sql_t;
+
+#define SOURCE_COLS "copysink_partition, copysink_offset"
+#define STAGE_EXTRA_COLS SOURCE_COLS ", copysink_op, copysink_collapsed"
+#define STAGE_EXTRA_FIELDS 4
 
 struct cs_writer {
 	char *conninfo;
@@ -30,6 +46,7 @@ struct cs_writer {
 	PGconn *conn;
 	table_sql_t *sql;
 	cs_writer_table_stats_t *stats;
+	cs_buf_t copybuf; /* COPY data on its way, up to about COPY_CHUNK bytes */
 	/* the SQLSTATE and message of the last failed statement */
 	char sqlstate[6];
 	char message[1024];
@@ -53,6 +70,7 @@ cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspe
 		cs_writer_destroy(w);
 		return NULL;
 	}
+	cs_buf_init(&w->copybuf);
 	w->specs = specs;
 	w->nspecs = nspecs;
 	return w;
@@ -67,6 +85,7 @@ void cs_writer_destroy(cs_writer_t *w)
 	free(w->group_id);
 	free(w->sql);
 	free(w->stats);
+	cs_buf_cleanup(&w->copybuf);
 	free(w);
 }
 
@@ -162,10 +181,24 @@ static int add_columns(char *buf, size_t *len, const cs_tablespec_t *spec, const
 	return 0;
 }
 
+/* "No later entry of the same partition in the row": the guard of every write when the
+ * target records its rows' source. `newer` compares with > (may write) or >= (collapsed rows,
+ * which write unless the row already holds this very entry). */
+static int add_guard(char *buf, size_t *len, const char *row, const char *entry, const char *cmp)
+{
+	return add(buf, len,
+		   "NOT COALESCE(%s.copysink_partition = %s.copysink_partition AND "
+		   "%s.copysink_offset %s %s.copysink_offset, false)",
+		   row, entry, row, cmp, entry);
+}
+
 /* The ON CONFLICT clause: DO NOTHING, or DO UPDATE of the update columns where one of them
- * changed (json columns compared as text, json having no equality operator). */
+ * changed (json columns compared as text, json having no equality operator) and, with source
+ * columns, the row holds no later entry. A collapsed row (`force`) is written whenever the
+ * guard allows, so that its source moves on even when its final values equal the row's: an
+ * older version of the key, replayed later, must find the newer offset. */
 static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
-			const cs_table_shape_t *shape)
+			const cs_table_shape_t *shape, bool force)
 {
 	char q[2 * CS_MAX_NAME + 3];
 	bool first = true;
@@ -188,11 +221,19 @@ static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
 	}
 	if (first) /* no update columns: nothing can change */
 		return add(buf, len, "%s = EXCLUDED.%s WHERE false", q, q);
+	if (shape->has_source &&
+	    add(buf, len, ", copysink_partition = EXCLUDED.copysink_partition, "
+			  "copysink_offset = EXCLUDED.copysink_offset") != 0)
+		return -1;
 	if (shape->has_updated_at && add(buf, len, ", updated_at = now()") != 0)
 		return -1;
-	first = true;
 	if (add(buf, len, " WHERE ") != 0)
 		return -1;
+	if (force)
+		return add_guard(buf, len, "t", "EXCLUDED", ">=");
+	if (add(buf, len, "(") != 0)
+		return -1;
+	first = true;
 	for (int i = 0; i < spec->ncols; i++) {
 		const char *cast;
 		if (!spec->cols[i].update)
@@ -204,31 +245,80 @@ static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
 			return -1;
 		first = false;
 	}
-	return 0;
+	if (add(buf, len, ")") != 0)
+		return -1;
+	return shape->has_source ? (add(buf, len, " AND ") != 0 ? -1
+				    : add_guard(buf, len, "t", "EXCLUDED", ">"))
+				 : 0;
 }
 
-/* Build the COPY and merge statements of table t. */
+/* INSERT INTO target SELECT ... FROM staging WHERE `filter` ON CONFLICT ... */
+static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_shape_t *shape,
+		       int t, const char *target, const char *filter, bool force)
+{
+	size_t len = 0;
+	const char *source = shape->has_source ? ", " SOURCE_COLS : "";
+
+	return add(buf, &len, "INSERT INTO %s AS t (", target) != 0 ||
+			       add_columns(buf, &len, spec, "", false) != 0 ||
+			       add(buf, &len, "%s) SELECT ", source) != 0 ||
+			       add_columns(buf, &len, spec, "", false) != 0 ||
+			       add(buf, &len, "%s FROM pg_temp.copysink_stage_%d WHERE %s", source, t,
+				   filter) != 0 ||
+			       add_conflict(buf, &len, spec, shape, force) != 0
+		       ? -1
+		       : 0;
+}
+
+/* DELETE the rows whose keys the batch deletes (tombstones, and replace rows before their
+ * insert). */
+static int build_delete(char *buf, const cs_tablespec_t *spec, const cs_table_shape_t *shape,
+			int t, const char *target)
+{
+	char q[2 * CS_MAX_NAME + 3];
+	size_t len = 0;
+
+	if (add(buf, &len, "DELETE FROM %s AS t USING pg_temp.copysink_stage_%d AS s "
+			   "WHERE s.copysink_op > 0", target, t) != 0)
+		return -1;
+	for (int i = 0; i < spec->ncols; i++) {
+		if (!spec->cols[i].in_key)
+			continue;
+		cs_schema_quote(q, sizeof(q), spec->cols[i].name);
+		if (add(buf, &len, " AND t.%s = s.%s", q, q) != 0)
+			return -1;
+	}
+	if (!shape->has_source)
+		return 0;
+	return add(buf, &len, " AND ") != 0 ? -1 : add_guard(buf, &len, "t", "s", ">");
+}
+
+/* Build the COPY, delete and merge statements of table t. */
 static int build_sql(cs_writer_t *w, int t, const cs_table_shape_t *shape)
 {
 	const cs_tablespec_t *spec = &w->specs[t];
 	table_sql_t *s = &w->sql[t];
-	char schema[2 * CS_MAX_NAME + 3], name[2 * CS_MAX_NAME + 3];
+	char schema[2 * CS_MAX_NAME + 3], name[2 * CS_MAX_NAME + 3], target[4 * CS_MAX_NAME + 8];
+	bool split = shape->has_source && spec->on_conflict == CS_CONFLICT_UPDATE;
 	size_t len = 0;
 
 	cs_schema_quote(schema, sizeof(schema), spec->schema);
 	cs_schema_quote(name, sizeof(name), spec->name);
+	snprintf(target, sizeof(target), "%s.%s", schema, name);
 	snprintf(s->truncate, sizeof(s->truncate), "TRUNCATE pg_temp.copysink_stage_%d", t);
 	if (add(s->copy, &len, "COPY pg_temp.copysink_stage_%d (", t) != 0 ||
 	    add_columns(s->copy, &len, spec, "", false) != 0 ||
-	    add(s->copy, &len, ") FROM STDIN (FORMAT binary)") != 0)
+	    add(s->copy, &len, ", " STAGE_EXTRA_COLS ") FROM STDIN (FORMAT binary)") != 0)
 		return -1;
-	len = 0;
-	if (add(s->merge, &len, "INSERT INTO %s.%s AS t (", schema, name) != 0 ||
-	    add_columns(s->merge, &len, spec, "", false) != 0 ||
-	    add(s->merge, &len, ") SELECT ") != 0 ||
-	    add_columns(s->merge, &len, spec, "", false) != 0 ||
-	    add(s->merge, &len, " FROM pg_temp.copysink_stage_%d", t) != 0 ||
-	    add_conflict(s->merge, &len, spec, shape) != 0)
+	s->del[0] = s->merge_force[0] = '\0';
+	if (spec->on_conflict != CS_CONFLICT_NONE && build_delete(s->del, spec, shape, t, target) != 0)
+		return -1;
+	if (build_merge(s->merge, spec, shape, t, target,
+			split ? "copysink_op < 2 AND NOT copysink_collapsed" : "copysink_op < 2",
+			false) != 0)
+		return -1;
+	if (split && build_merge(s->merge_force, spec, shape, t, target,
+				 "copysink_op < 2 AND copysink_collapsed", true) != 0)
 		return -1;
 	return 0;
 }
@@ -247,7 +337,10 @@ static cs_err_t create_staging(cs_writer_t *w, int t)
 		"SELECT ",
 		t) != 0 ||
 	    add_columns(sql, &len, spec, "", false) != 0 ||
-	    add(sql, &len, " FROM %s.%s WITH NO DATA", schema, name) != 0)
+	    add(sql, &len,
+		", 0::integer AS copysink_partition, 0::bigint AS copysink_offset, "
+		"0::smallint AS copysink_op, false AS copysink_collapsed FROM %s.%s WITH NO DATA",
+		schema, name) != 0)
 		return CS_ERR_FATAL;
 	return run(w, sql, NULL);
 }
@@ -334,47 +427,72 @@ cs_err_t cs_writer_stored_offset(cs_writer_t *w, const char *topic, int32_t part
 	return err;
 }
 
-/* Send `len` bytes of COPY data in chunks. */
-static int put_copy(PGconn *conn, const char *data, size_t len)
+/* Append row r of the batch to the COPY buffer: the decoder's tuple with the staging
+ * table's own fields after it. */
+static int put_row(cs_buf_t *out, const cs_batch_t *b, const cs_batch_table_t *tab,
+		   const cs_batch_row_t *r, int ncols)
 {
-	while (len > 0) {
-		size_t n = len < COPY_CHUNK ? len : COPY_CHUNK;
-		if (PQputCopyData(conn, data, (int)n) != 1)
-			return -1;
-		data += n;
-		len -= n;
-	}
-	return 0;
+	int nparts;
+	const cs_batch_part_t *parts = cs_batch_parts(b, &nparts);
+
+	return cs_buf_put_u16(out, (uint16_t)(ncols + STAGE_EXTRA_FIELDS)) != 0 ||
+		       cs_buf_append(out, tab->tuples.data + r->tuple_off + 2, r->tuple_len - 2) != 0 ||
+		       cs_buf_put_u32(out, 4) != 0 ||
+		       cs_buf_put_u32(out, (uint32_t)parts[r->part].partition) != 0 ||
+		       cs_buf_put_u32(out, 8) != 0 || cs_buf_put_u64(out, (uint64_t)r->offset) != 0 ||
+		       cs_buf_put_u32(out, 2) != 0 || cs_buf_put_u16(out, r->op) != 0 ||
+		       cs_buf_put_u32(out, 1) != 0 || cs_buf_append(out, r->collapsed ? "\1" : "\0", 1) != 0
+		       ? -1
+		       : 0;
 }
 
-/* COPY the rows idx[0..n) of table t into its staging table (contiguous tuples are sent in
- * one call) and run the merge. */
+/* Run one statement of the merge (skipped when empty), counting the rows it touched. */
+static cs_err_t merge_step(cs_writer_t *w, int t, const char *sql)
+{
+	PGresult *res;
+	cs_err_t err;
+
+	if (sql[0] == '\0')
+		return CS_OK;
+	res = PQexec(w->conn, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		return (err = note_error(w, res)), PQclear(res), err;
+	w->stats[t].merged += strtoull(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return CS_OK;
+}
+
+/* COPY the rows idx[0..n) of table t into its staging table, in chunks of about COPY_CHUNK
+ * bytes, and run the merge: the deletes first (only when the rows hold any), then the
+ * inserts. */
 static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n)
 {
 	const cs_batch_table_t *tab = cs_batch_table(b, t);
 	PGresult *res = PQexec(w->conn, w->sql[t].copy);
-	size_t run_off = 0, run_len = 0;
+	size_t deletes = 0, collapsed = 0;
 	cs_err_t err;
 
 	if (PQresultStatus(res) != PGRES_COPY_IN)
 		return (err = note_error(w, res)), PQclear(res), err;
 	PQclear(res);
-	if (put_copy(w->conn, copy_header, sizeof(copy_header)) != 0)
-		goto broken;
+	cs_buf_reset(&w->copybuf);
+	if (cs_buf_append(&w->copybuf, copy_header, sizeof(copy_header)) != 0)
+		goto oom;
 	for (size_t i = 0; i < n; i++) {
 		const cs_batch_row_t *r = &tab->rows[idx[i]];
-		if (run_len > 0 && run_off + run_len == r->tuple_off) {
-			run_len += r->tuple_len;
-			continue;
+		deletes += r->op != CS_ROW_UPSERT;
+		collapsed += r->collapsed;
+		if (put_row(&w->copybuf, b, tab, r, w->specs[t].ncols) != 0)
+			goto oom;
+		if (w->copybuf.len >= COPY_CHUNK) {
+			if (PQputCopyData(w->conn, w->copybuf.data, (int)w->copybuf.len) != 1)
+				goto broken;
+			cs_buf_reset(&w->copybuf);
 		}
-		if (run_len > 0 && put_copy(w->conn, tab->tuples.data + run_off, run_len) != 0)
-			goto broken;
-		run_off = r->tuple_off;
-		run_len = r->tuple_len;
 	}
-	if (run_len > 0 && put_copy(w->conn, tab->tuples.data + run_off, run_len) != 0)
-		goto broken;
-	if (put_copy(w->conn, copy_trailer, sizeof(copy_trailer)) != 0 ||
+	if (cs_buf_append(&w->copybuf, copy_trailer, sizeof(copy_trailer)) != 0)
+		goto oom;
+	if (PQputCopyData(w->conn, w->copybuf.data, (int)w->copybuf.len) != 1 ||
 	    PQputCopyEnd(w->conn, NULL) != 1)
 		goto broken;
 	res = PQgetResult(w->conn);
@@ -382,14 +500,20 @@ static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *i
 	PQclear(res);
 	while ((res = PQgetResult(w->conn)) != NULL)
 		PQclear(res);
-	if (err != CS_OK)
-		return err;
-	res = PQexec(w->conn, w->sql[t].merge);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		return (err = note_error(w, res)), PQclear(res), err;
-	w->stats[t].merged += strtoull(PQcmdTuples(res), NULL, 10);
-	PQclear(res);
-	return CS_OK;
+	if (err == CS_OK && deletes > 0)
+		err = merge_step(w, t, w->sql[t].del);
+	if (err == CS_OK)
+		err = merge_step(w, t, w->sql[t].merge);
+	if (err == CS_OK && collapsed > 0)
+		err = merge_step(w, t, w->sql[t].merge_force);
+	return err;
+oom:
+	PQputCopyEnd(w->conn, "out of memory");
+	while ((res = PQgetResult(w->conn)) != NULL)
+		PQclear(res);
+	snprintf(w->message, sizeof(w->message), "out of memory");
+	w->sqlstate[0] = '\0';
+	return CS_ERR_FATAL;
 broken:
 	return note_error(w, NULL);
 }

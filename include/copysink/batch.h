@@ -24,6 +24,13 @@
 #include "copysink/buf.h"
 #include "copysink/tablespec.h"
 
+/* What the merge does with a row's key. */
+typedef enum cs_row_op {
+	CS_ROW_UPSERT = 0,  /* insert, or on conflict update (update) / keep the row (skip) */
+	CS_ROW_REPLACE = 1, /* delete the key's row first, then insert (a delete came earlier) */
+	CS_ROW_DELETE = 2   /* delete the key's row (a tombstone) */
+} cs_row_op_t;
+
 typedef struct cs_batch_row {
 	size_t tuple_off; /* in the table's tuple buffer */
 	size_t tuple_len;
@@ -34,6 +41,8 @@ typedef struct cs_batch_row {
 	int32_t entry;    /* index of the entry inside its message */
 	size_t msg_off;   /* the message's key and value in the batch's message buffer */
 	bool live;        /* false once replaced by a later entry with the same key */
+	uint8_t op;       /* cs_row_op_t */
+	bool collapsed;   /* replaced an earlier version of its key in this batch */
 } cs_batch_row_t;
 
 typedef struct cs_batch_table {
@@ -87,12 +96,15 @@ void cs_batch_row_message(const cs_batch_t *b, const cs_batch_row_t *row, const 
 /*
  * Record the row the decoder has just appended to table t: its tuple starts at tuple_start in
  * cs_batch_tuples(b, t) and its key at key_start in cs_batch_keys(b), both running to the end.
- * `part` is the index from cs_batch_note_offset(). Deduplicates as described above; a `skip`
- * duplicate is dropped and its bytes released at once.
+ * `part` is the index from cs_batch_add_message(). A `tombstone` row deletes its key (its tuple
+ * holds the key columns only, the others NULL). Deduplicates as described above, deletes
+ * included: a delete replaces whatever the batch held for its key; an entry after a delete
+ * becomes a REPLACE (delete, then insert); a `skip` duplicate of a live entry is dropped and
+ * its bytes released at once.
  * @returns 0, or -1 when out of memory (the row is not recorded; the caller treats it as fatal).
  */
 CS_MUSTCHECK int cs_batch_push_row(cs_batch_t *b, int t, int part, int64_t offset, int entry,
-				   size_t tuple_start, size_t key_start);
+				   size_t tuple_start, size_t key_start, bool tombstone);
 
 /* Rows offered to the batch (including replaced duplicates), rows still live, bytes held. */
 size_t cs_batch_entries(const cs_batch_t *b);

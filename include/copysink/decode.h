@@ -82,6 +82,20 @@ CS_MUSTCHECK cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tabl
 					 size_t errstr_size);
 
 /*
+ * A tombstone (a message with a null value) for table `spec`: its Kafka key must be the msgpack
+ * array of the conflict-key fields in key order, as `copysink produce` and the producer guide
+ * key every entry. Appends a tuple holding the key columns (every other column NULL) and its
+ * conflict key, exactly as cs_decode_entry() would encode them, so that the batch matches it
+ * with entries of the same key. Replaces the message last opened.
+ * @returns CS_REASON_OK, or the reason with errstr (a table without a conflict key, no key, a
+ *          key that is not such an array, a key value of the wrong type); buffers unchanged.
+ *          Out of memory returns CS_REASON__COUNT.
+ */
+CS_MUSTCHECK cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec,
+				       const void *key, size_t key_len, cs_buf_t *tuples,
+				       cs_buf_t *keys, char *errstr, size_t errstr_size);
+
+/*
  * The msgpack bytes of entry `i` of the message last opened (for the dead-letter topic when the
  * message held several entries), appended to `out`.
  * @returns 0, or -1 when out of memory.

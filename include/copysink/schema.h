@@ -22,6 +22,8 @@
 typedef struct cs_table_shape {
 	bool has_created_at; /* a created_at column exists (left to its default on insert) */
 	bool has_updated_at; /* an updated_at column exists (set to now() by DO UPDATE) */
+	bool has_source;     /* copysink_partition integer and copysink_offset bigint exist: the
+			      * entry each row holds, which a replay must not move backwards */
 } cs_table_shape_t;
 
 /*

@@ -65,7 +65,7 @@ static void add(cs_batch_t *b, int32_t partition, int64_t offset, int64_t id, co
 	assert_int_equal(cs_decode_open(dec, sbuf.data, sbuf.size, &reason, err, sizeof(err)), 1);
 	assert_int_equal(cs_decode_entry(dec, 0, &spec, tuples, keys, err, sizeof(err)),
 			 CS_REASON_OK);
-	assert_int_equal(cs_batch_push_row(b, 0, part, offset, 0, ts, ks), 0);
+	assert_int_equal(cs_batch_push_row(b, 0, part, offset, 0, ts, ks, false), 0);
 	msgpack_sbuffer_destroy(&sbuf);
 }
 
@@ -79,6 +79,54 @@ static int on_reject(void *opaque, int t, const cs_batch_row_t *row, const char 
 		 (long long)row->offset, sqlstate);
 	return 0;
 }
+
+/* Add a tombstone for key id at offset: a null value whose Kafka key is msgpack [id]. */
+static void add_delete(cs_batch_t *b, int32_t partition, int64_t offset, int64_t id)
+{
+	msgpack_sbuffer sbuf;
+	msgpack_packer pk;
+	cs_buf_t *tuples = cs_batch_tuples(b, 0), *keys = cs_batch_keys(b);
+	size_t ts = tuples->len, ks = keys->len;
+	char err[256];
+	int part;
+
+	msgpack_sbuffer_init(&sbuf);
+	msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_int64(&pk, id);
+	part = cs_batch_add_message(b, "topic", partition, offset, sbuf.data, sbuf.size, NULL, 0,
+				    true);
+	assert_true(part >= 0);
+	if (cs_decode_key(dec, &spec, sbuf.data, sbuf.size, tuples, keys, err, sizeof(err)) !=
+	    CS_REASON_OK)
+		fail_msg("%s", err);
+	assert_int_equal(cs_batch_push_row(b, 0, part, offset, -1, ts, ks, true), 0);
+	msgpack_sbuffer_destroy(&sbuf);
+}
+
+/* Write the batch, expecting for each of its partitions the offset stored now. */
+static cs_err_t write_batch(cs_writer_t *w, cs_batch_t *b)
+{
+	int nparts;
+	const cs_batch_part_t *parts = cs_batch_parts(b, &nparts);
+	int64_t expected[8];
+	char err[512];
+	cs_err_t rc;
+
+	assert_true(nparts <= 8);
+	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_OK);
+	for (int i = 0; i < nparts; i++)
+		assert_int_equal(cs_writer_stored_offset(w, parts[i].topic, parts[i].partition,
+							 &expected[i], err, sizeof(err)),
+				 CS_OK);
+	rc = cs_writer_write(w, b, expected, on_reject, NULL, err, sizeof(err));
+	if (rc != CS_OK)
+		fail_msg("write failed: %s", err);
+	cs_batch_reset(b);
+	return rc;
+}
+
+#define ROWS_SQL "SELECT coalesce(string_agg(id || '=' || body, ',' ORDER BY id), '') FROM items"
 
 /* Create the database and the table for one test. */
 static int setup(void **state)
@@ -208,6 +256,108 @@ static void test_update_semantics(void **state)
 	cs_writer_destroy(w);
 }
 
+/* Tombstones delete their key; entries and deletes of one key inside a batch apply in offset
+ * order (update table: the last one wins, a delete before an insert still happens). */
+static void test_tombstones_update(void **state)
+{
+	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	char v[256];
+
+	for (int i = 1; i <= 5; i++)
+		add(b, 0, i, i, "a");
+	write_batch(w, b);
+	add_delete(b, 0, 10, 1);         /* delete */
+	add(b, 0, 11, 2, "b");           /* update, then delete */
+	add_delete(b, 0, 12, 2);
+	add_delete(b, 0, 13, 3);         /* delete, then insert again */
+	add(b, 0, 14, 3, "c");
+	add_delete(b, 0, 15, 9);         /* delete of a key that does not exist */
+	add(b, 0, 16, 6, "new");         /* insert, delete, insert */
+	add_delete(b, 0, 17, 6);
+	add(b, 0, 18, 6, "again");
+	write_batch(w, b);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "3=c,4=a,5=a,6=again");
+	/* the row inserted again after its delete is a new row */
+	assert_string_equal(query("SELECT created_at > (SELECT min(created_at) FROM items) "
+				  "FROM items WHERE id = 3", v, sizeof(v)), "t");
+	assert_string_equal(query("SELECT next_offset FROM copysink_offsets", v, sizeof(v)), "19");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* skip table: the first entry after a delete wins; later ones are ignored. */
+static void test_tombstones_skip(void **state)
+{
+	cs_writer_t *w;
+	cs_batch_t *b;
+	char v[256];
+
+	spec.on_conflict = CS_CONFLICT_SKIP;
+	w = cs_writer_new(conninfo, &spec, 1, "g");
+	b = cs_batch_new(&spec, 1);
+	add(b, 0, 0, 1, "first");
+	add(b, 0, 1, 2, "first");
+	write_batch(w, b);
+	add(b, 0, 2, 1, "ignored");      /* the row exists: skipped */
+	add_delete(b, 0, 3, 1);
+	add(b, 0, 4, 1, "after delete"); /* first after the delete: wins */
+	add(b, 0, 5, 1, "too late");
+	add(b, 0, 6, 2, "ignored");
+	write_batch(w, b);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=after delete,2=first");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+	spec.on_conflict = CS_CONFLICT_UPDATE;
+}
+
+/* A replay (another group: its own offsets) never moves a row backwards: an entry or a
+ * tombstone older than the one a row holds (same partition, lower offset) changes nothing;
+ * a newer one, or one from another partition, does. */
+static void test_never_backwards(void **state)
+{
+	cs_writer_t *live = cs_writer_new(conninfo, &spec, 1, "live");
+	cs_writer_t *replay = cs_writer_new(conninfo, &spec, 1, "replay");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	char v[256];
+
+	add(b, 0, 100, 1, "live-100");
+	add(b, 0, 101, 2, "live-101");
+	add(b, 0, 102, 3, "live-102");
+	write_batch(live, b);
+	assert_string_equal(query("SELECT string_agg(id || ':' || copysink_partition || ':' || "
+				  "copysink_offset, ',' ORDER BY id) FROM items", v, sizeof(v)),
+			    "1:0:100,2:0:101,3:0:102");
+	add(b, 0, 50, 1, "old-50");      /* older: ignored */
+	add_delete(b, 0, 60, 2);         /* older tombstone: ignored */
+	add(b, 0, 150, 3, "new-150");    /* newer: applied */
+	add(b, 0, 70, 4, "old-70");      /* a key the table does not hold: inserted */
+	write_batch(replay, b);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=live-100,2=live-101,3=new-150,4=old-70");
+	/* the same key from another partition is not comparable: it applies */
+	add(b, 1, 5, 1, "part1-5");
+	write_batch(replay, b);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)),
+			    "1=part1-5,2=live-101,3=new-150,4=old-70");
+	/* a batch that collapses versions of a key to the values the row already holds still
+	 * records the newer offset, so that the intermediate version, replayed, stays out */
+	add(b, 0, 160, 3, "mid-160");
+	add(b, 0, 170, 3, "new-150");
+	write_batch(live, b);
+	assert_string_equal(query("SELECT body || ':' || copysink_offset FROM items WHERE id = 3", v,
+				  sizeof(v)), "new-150:170");
+	add(b, 0, 160, 3, "mid-160");
+	write_batch(replay, b);
+	assert_string_equal(query("SELECT body FROM items WHERE id = 3", v, sizeof(v)), "new-150");
+	/* a newer tombstone deletes */
+	add_delete(b, 0, 200, 2);
+	write_batch(replay, b);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=part1-5,3=new-150,4=old-70");
+	cs_batch_destroy(b);
+	cs_writer_destroy(live);
+	cs_writer_destroy(replay);
+}
+
 /* Rows the server rejects are isolated and reported; the others commit with the offsets. */
 static void test_rejected_rows(void **state)
 {
@@ -259,6 +409,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_semantics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tombstones_update, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tombstones_skip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_never_backwards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shape_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
 	};

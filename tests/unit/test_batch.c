@@ -28,7 +28,7 @@ static void push(cs_batch_t *b, int t, const char *topic, int32_t partition, int
 	assert_true(part >= 0);
 	assert_int_equal(cs_buf_append(tuples, value, strlen(value)), 0);
 	assert_int_equal(cs_buf_append(keys, key, strlen(key)), 0);
-	assert_int_equal(cs_batch_push_row(b, t, part, offset, 0, ts, ks), 0);
+	assert_int_equal(cs_batch_push_row(b, t, part, offset, 0, ts, ks, false), 0);
 }
 
 /* The live tuples of table t, concatenated with '|' between them. */
