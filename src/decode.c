@@ -854,7 +854,8 @@ cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const v
 		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "a tombstone (null value) needs a key: the msgpack array of the "
 			      "conflict-key fields");
-	if (cs_decode_open(dec, key, key_len, &r, errstr, errstr_size) < 0) {
+	if (cs_decode_open(dec, key, key_len, &r, errstr, errstr_size) < 0 &&
+	    r != CS_REASON_NOT_A_MAP) { /* a scalar key gets the message below */
 		size_t n = strlen(errstr);
 		if (n < errstr_size)
 			snprintf(errstr + n, errstr_size - n, " (tombstone key)");

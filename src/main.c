@@ -1,5 +1,5 @@
 /*
- * main.c - the copysink command: run, migrate, check, produce
+ * main.c - the copysink command: run, replay, migrate, check, produce
  *
  * Only this file exits the process. Exit codes: 0 success, 1 runtime failure (PostgreSQL or
  * Kafka unusable, a check failed), 2 usage or configuration error.
@@ -45,6 +45,9 @@ typedef struct options {
 	int noverrides;
 	const char *table;
 	const char *topic;
+	const char *from;   /* replay */
+	const char *until;  /* replay: "end" or NULL */
+	const char *tables; /* replay: comma-separated table names, NULL = all */
 	bool print_config;
 } options_t;
 
@@ -57,6 +60,8 @@ static const char usage_text[] =
 	"  copysink check   -c FILE [--print-config]            check config, PostgreSQL, Kafka, tables\n"
 	"  copysink produce -c FILE --table T [--topic X] [FILE.jsonl | -]\n"
 	"                                                       publish JSON lines as msgpack entries\n"
+	"  copysink replay  -c FILE --from POSITION [--until end] [--tables T1,T2]\n"
+	"                                                       read the topics again into the tables\n"
 	"  copysink --version | --help | help config\n"
 	"\n"
 	"Options:\n"
@@ -64,6 +69,16 @@ static const char usage_text[] =
 	"  -o, --set S.K=V          override a key, e.g. -o batch.max_rows=5000\n"
 	"      --print-config       print the effective configuration (secrets masked)\n"
 	"  -h, --help               this help; \"copysink help config\" lists every key\n"
+	"\n"
+	"Replay (no consumer group: the live worker's offsets stay as they are):\n"
+	"  --from earliest | TIME | TOPIC:PARTITION:OFFSET,...\n"
+	"                           where to start: every partition's first offset, the first\n"
+	"                           offset at or after an RFC 3339 TIME (2026-11-24T08:00:00Z),\n"
+	"                           or the listed partitions from the given offsets\n"
+	"  --until end              stop at the end offsets seen at the start (else follow on)\n"
+	"  --tables T1,T2           only these tables (default: all)\n"
+	"  An entry older than the one a row holds (same partition, lower offset) never\n"
+	"  overwrites it; tombstones delete. Progress bar on a terminal, log lines otherwise.\n"
 	"\n"
 	"Precedence: defaults < file < environment (COPYSINK_SECTION_KEY) < -o options.\n"
 	"Exit status: 0 ok, 1 failure, 2 usage or configuration error.\n";
@@ -81,6 +96,8 @@ static int parse_options(int argc, char **argv, options_t *opt)
 		{"config", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 'o'},
 		{"table", required_argument, NULL, 't'},  {"topic", required_argument, NULL, 'T'},
 		{"print-config", no_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+		{"from", required_argument, NULL, 'F'},   {"until", required_argument, NULL, 'U'},
+		{"tables", required_argument, NULL, 'L'},
 		{NULL, 0, NULL, 0}};
 	int c;
 
@@ -105,6 +122,15 @@ static int parse_options(int argc, char **argv, options_t *opt)
 			break;
 		case 'p':
 			opt->print_config = true;
+			break;
+		case 'F':
+			opt->from = optarg;
+			break;
+		case 'U':
+			opt->until = optarg;
+			break;
+		case 'L':
+			opt->tables = optarg;
 			break;
 		case 'h':
 			return 1;
@@ -133,8 +159,40 @@ static int load_config(cs_config_t *cfg, const options_t *opt)
 	return 0;
 }
 
-/* `copysink run`: the worker. */
-static int cmd_run(cs_config_t *cfg)
+/* Keep only the tables named in `list` (comma-separated). @returns 0, or -1 after printing
+ * which name is unknown. */
+static int keep_tables(cs_config_t *cfg, const char *list)
+{
+	char *copy = strdup(list), *save = NULL;
+	bool keep[CS_MAX_TABLES] = {false};
+	int n = 0;
+
+	if (copy == NULL)
+		return -1;
+	for (char *name = strtok_r(copy, ", ", &save); name != NULL;
+	     name = strtok_r(NULL, ", ", &save)) {
+		int t;
+		for (t = 0; t < cfg->ntables; t++)
+			if (strcmp(cfg->tables[t].name, name) == 0)
+				break;
+		if (t == cfg->ntables) {
+			fprintf(stderr, "copysink replay: --tables: table \"%s\" is not in the "
+					"configuration\n", name);
+			free(copy);
+			return -1;
+		}
+		keep[t] = true;
+	}
+	free(copy);
+	for (int t = 0; t < cfg->ntables; t++)
+		if (keep[t])
+			cfg->tables[n++] = cfg->tables[t];
+	cfg->ntables = n;
+	return 0;
+}
+
+/* `copysink run` (replay == NULL) and `copysink replay`: the worker. */
+static int cmd_run(cs_config_t *cfg, const cs_replay_opts_t *replay)
 {
 	struct sigaction sa;
 	cs_stats_shared_t shared;
@@ -156,7 +214,8 @@ static int cmd_run(cs_config_t *cfg)
 	signal(SIGPIPE, SIG_IGN);
 	/* 2. metrics and health first, so probes answer (not ready) while we connect */
 	cs_stats_shared_init(&shared);
-	if (cfg->http_listen != NULL && cfg->http_listen[0] != '\0') {
+	/* a replay runs beside the live worker: no endpoint to collide with the worker's */
+	if (replay == NULL && cfg->http_listen != NULL && cfg->http_listen[0] != '\0') {
 		http = cs_http_start(cfg->http_listen, &shared, cfg->tables, cfg->ntables,
 				     HEALTH_STALL_MS, errstr, sizeof(errstr));
 		if (http == NULL) {
@@ -168,15 +227,15 @@ static int cmd_run(cs_config_t *cfg)
 	}
 	/* 3. PostgreSQL (tables checked), dead-letter producer, consumer; order matters: the
 	 *    consumer's rebalance callback reads stored offsets through the connection */
-	w = cs_worker_new(cfg, &shared, &err, errstr, sizeof(errstr));
+	w = cs_worker_new(cfg, &shared, replay, &err, errstr, sizeof(errstr));
 	if (w == NULL) {
 		cs_error("%s", errstr);
 		cs_http_stop(http);
 		cs_stats_shared_cleanup(&shared);
 		return err == CS_ERR_FATAL ? EXIT_USAGE : EXIT_FAILURE;
 	}
-	cs_info("copysink %s started: %d table(s), max_rows=%lld max_bytes=%lld linger_ms=%lld",
-		COPYSINK_VERSION, cfg->ntables, (long long)cfg->batch_max_rows,
+	cs_info("copysink %s %s: %d table(s), max_rows=%lld max_bytes=%lld linger_ms=%lld",
+		COPYSINK_VERSION, replay ? "replay started" : "started", cfg->ntables, (long long)cfg->batch_max_rows,
 		(long long)cfg->batch_max_bytes, (long long)cfg->batch_linger_ms);
 	/* 4. the loop, until a signal; it drains the pending batch before returning */
 	err = cs_worker_run(w, &stop_requested, errstr, sizeof(errstr));
@@ -223,6 +282,26 @@ static int cmd_migrate(cs_config_t *cfg)
 	return rc;
 }
 
+/* `copysink replay`: check the options, then run the worker in replay mode. */
+static int cmd_replay(cs_config_t *cfg, const options_t *opt)
+{
+	cs_replay_opts_t ropts = {.from = opt->from, .until_end = opt->until != NULL,
+				  .tty = isatty(STDERR_FILENO) == 1};
+
+	if (opt->from == NULL) {
+		fprintf(stderr, "copysink replay: --from is required (earliest, an RFC 3339 time, "
+				"or topic:partition:offset,...)\n");
+		return EXIT_USAGE;
+	}
+	if (opt->until != NULL && strcmp(opt->until, "end") != 0) {
+		fprintf(stderr, "copysink replay: --until takes \"end\" only\n");
+		return EXIT_USAGE;
+	}
+	if (opt->tables != NULL && keep_tables(cfg, opt->tables) != 0)
+		return EXIT_USAGE;
+	return cmd_run(cfg, &ropts);
+}
+
 /* `copysink produce`: JSON lines to msgpack entries on a topic. */
 static int cmd_produce(cs_config_t *cfg, const options_t *opt, int argc, char **argv)
 {
@@ -263,7 +342,7 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[1];
 	if (strcmp(cmd, "run") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "check") != 0 &&
-	    strcmp(cmd, "produce") != 0) {
+	    strcmp(cmd, "produce") != 0 && strcmp(cmd, "replay") != 0) {
 		fprintf(stderr, "copysink: unknown command \"%s\"\n\n", cmd);
 		usage(stderr);
 		return EXIT_USAGE;
@@ -281,7 +360,9 @@ int main(int argc, char **argv)
 	if (opt.print_config)
 		cs_config_print(&cfg, stdout);
 	if (strcmp(cmd, "run") == 0)
-		rc = cmd_run(&cfg);
+		rc = cmd_run(&cfg, NULL);
+	else if (strcmp(cmd, "replay") == 0)
+		rc = cmd_replay(&cfg, &opt);
 	else if (strcmp(cmd, "migrate") == 0)
 		rc = cmd_migrate(&cfg);
 	else if (strcmp(cmd, "check") == 0)

@@ -14,6 +14,7 @@
 #include "copysink/dlq.h"
 #include "copysink/kafkaconf.h"
 #include "copysink/log.h"
+#include "copysink/replay.h"
 #include "copysink/stats.h"
 #include "copysink/writer.h"
 #include "copysink/wthread.h"
@@ -57,6 +58,8 @@ struct cs_worker {
 	uint64_t w_sqlstate_count;
 	int64_t stats_at_ms;
 	long kill_after_commits; /* fault injection for tests; 0 = off */
+	cs_replay_t *replay;     /* replay mode: own assignment, no group, no offsets */
+	const cs_replay_opts_t *ropts;
 	char errstr[ERRSTR];
 };
 
@@ -272,6 +275,9 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 	int t = table_for_topic(w, topic);
 	int part;
 
+	if (w->replay != NULL && !cs_replay_take(w->replay, w->rk, topic, rkm->partition,
+						 rkm->offset))
+		return CS_OK; /* past the end of the replay */
 	w->stats.messages++;
 	if (cs_batch_empty(w->batch))
 		w->batch_start_ms = now_ms();
@@ -279,13 +285,13 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 				    rkm->key_len, rkm->payload, rkm->len, true);
 	if (part < 0)
 		return CS_ERR_FATAL;
-	if (t < 0 || rkm->payload == NULL) {
+	if (t < 0) {
 		cs_dead_letter_t dl = {.topic = topic, .partition = rkm->partition,
 				       .offset = rkm->offset, .entry = -1, .key = rkm->key,
 				       .key_len = rkm->key_len, .value = rkm->payload,
 				       .value_len = rkm->len};
-		dl.error = t < 0 ? "no table reads this topic" : "message has no value";
-		return dead_letter_counted(w, &dl, t, t < 0 ? CS_REASON_NO_TABLE : CS_REASON_MALFORMED);
+		dl.error = "no table reads this topic";
+		return dead_letter_counted(w, &dl, t, CS_REASON_NO_TABLE);
 	}
 	return decode_message(w, rkm, t, part);
 }
@@ -416,7 +422,9 @@ static void log_batch(cs_worker_t *w, int64_t ms)
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)by);
 	snprintf(dur, sizeof(dur), "%lld", (long long)ms);
 	snprintf(rate, sizeof(rate), "%.0f", ms > 0 ? (double)r * 1000.0 / (double)ms : 0.0);
-	cs_log_fields(CS_LOG_INFO, "batch committed", "rows", rows, "bytes", bytes, "ms", dur,
+	/* a replay on a terminal shows a progress bar instead */
+	cs_log_fields(w->ropts != NULL && w->ropts->tty ? CS_LOG_DEBUG : CS_LOG_INFO,
+		      "batch committed", "rows", rows, "bytes", bytes, "ms", dur,
 		      "rows_per_s", rate, "tables", tables, NULL);
 }
 
@@ -478,7 +486,8 @@ static void committed(cs_worker_t *w, int64_t ms)
 	/* tests kill the worker here: committed in PostgreSQL, not yet in Kafka */
 	if (w->kill_after_commits > 0 && --w->kill_after_commits == 0)
 		raise(SIGKILL);
-	commit_to_kafka(w);
+	if (w->replay == NULL)
+		commit_to_kafka(w);
 	w->stats.batches++;
 	w->stats.last_commit_ms = wall_ms();
 	cs_stats_batch_duration(&w->stats, (double)ms / 1000.0);
@@ -624,7 +633,28 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	}
 }
 
-/* Create the consumer with the worker's safe defaults and subscribe to the tables' topics. */
+/* Replay mode: resolve the positions, assign them, track the partitions (nothing stored). */
+static int start_replay(cs_worker_t *w, char *errstr, size_t errstr_size)
+{
+	rd_kafka_topic_partition_list_t *list = NULL;
+
+	w->replay = cs_replay_start(w->rk, w->cfg, w->ropts, errstr, errstr_size);
+	if (w->replay == NULL)
+		return -1;
+	if (rd_kafka_assignment(w->rk, &list) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	for (int i = 0; i < list->cnt; i++)
+		if (pstate_set(w, list->elems[i].topic, list->elems[i].partition, -1) != 0) {
+			rd_kafka_topic_partition_list_destroy(list);
+			snprintf(errstr, errstr_size, "out of memory");
+			return -1;
+		}
+	rd_kafka_topic_partition_list_destroy(list);
+	return 0;
+}
+
+/* Create the consumer with the worker's safe defaults and subscribe to the tables' topics
+ * (or, for a replay, assign the partitions from the replay's positions). */
 static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 {
 	rd_kafka_conf_t *conf = cs_kafkaconf_new(w->cfg, false, errstr, errstr_size);
@@ -636,8 +666,9 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 		return -1;
 	/* librdkafka's prefetch queue counts against the memory cap: size it to one batch */
 	snprintf(kbytes, sizeof(kbytes), "%lld", (long long)(w->cfg->batch_max_bytes / 1024));
-	if (rd_kafka_conf_get(conf, "group.id", why, &(size_t){sizeof(why)}) != RD_KAFKA_CONF_OK ||
-	    why[0] == '\0') {
+	if (w->ropts == NULL &&
+	    (rd_kafka_conf_get(conf, "group.id", why, &(size_t){sizeof(why)}) != RD_KAFKA_CONF_OK ||
+	     why[0] == '\0')) {
 		snprintf(errstr, errstr_size, "[kafka] group.id is not set");
 		goto fail;
 	}
@@ -650,9 +681,12 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 				 "cooperative-sticky", errstr, errstr_size) ||
 	    cs_kafkaconf_default(conf, w->cfg, "queued.max.messages.kbytes", kbytes, errstr,
 				 errstr_size) ||
-	    cs_kafkaconf_default(conf, w->cfg, "client.id", "copysink", errstr, errstr_size))
+	    cs_kafkaconf_default(conf, w->cfg, "client.id", "copysink", errstr, errstr_size) ||
+	    (w->ropts != NULL && cs_kafkaconf_default(conf, w->cfg, "enable.partition.eof", "true",
+						      errstr, errstr_size)))
 		goto fail;
-	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	if (w->ropts == NULL)
+		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 	rd_kafka_conf_set_opaque(conf, w);
 	w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
 	if (w->rk == NULL) {
@@ -661,6 +695,8 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 	}
 	conf = NULL; /* owned by rk now */
 	rd_kafka_poll_set_consumer(w->rk);
+	if (w->ropts != NULL)
+		return start_replay(w, errstr, errstr_size);
 	topics = rd_kafka_topic_partition_list_new(w->cfg->ntables);
 	for (int t = 0; t < w->cfg->ntables; t++)
 		rd_kafka_topic_partition_list_add(topics, w->cfg->tables[t].topic,
@@ -678,8 +714,9 @@ fail:
 	return -1;
 }
 
-cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t *err,
-			   char *errstr, size_t errstr_size)
+cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
+			   const cs_replay_opts_t *replay, cs_err_t *err, char *errstr,
+			   size_t errstr_size)
 {
 	cs_worker_t *w = calloc(1, sizeof(*w));
 	cs_decode_limits_t limits;
@@ -693,6 +730,7 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t
 	}
 	w->cfg = cfg;
 	w->shared = shared;
+	w->ropts = replay;
 	if (getenv("COPYSINK_TEST_KILL_AFTER_COMMITS") != NULL)
 		w->kill_after_commits = strtol(getenv("COPYSINK_TEST_KILL_AFTER_COMMITS"), NULL, 10);
 	group[0] = '\0';
@@ -705,8 +743,9 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t
 	w->dec2 = cs_decoder_new(&limits);
 	w->batch = cs_batch_new(cfg->tables, cfg->ntables);
 	w->inflight = cs_batch_new(cfg->tables, cfg->ntables);
+	/* a replay stores no offsets: the live group's stay as they are */
 	w->writer = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables,
-				  cfg->ntables, group);
+				  cfg->ntables, replay != NULL ? "" : group);
 	if (w->dec == NULL || w->dec2 == NULL || w->batch == NULL || w->inflight == NULL ||
 	    w->writer == NULL) {
 		snprintf(errstr, errstr_size, "out of memory");
@@ -809,7 +848,11 @@ static cs_err_t handle(cs_worker_t *w, rd_kafka_message_t *rkm)
 	} else if (rkm->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
 		w->stats.kafka_ok = false;
 		cs_warn("all Kafka brokers are down");
-	} else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+	} else if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+		if (w->replay != NULL && rkm->rkt != NULL)
+			cs_replay_eof(w->replay, w->rk, rd_kafka_topic_name(rkm->rkt), rkm->partition,
+				      rkm->offset);
+	} else
 		cs_log_fields(CS_LOG_WARNING, "consumer error", "error", rd_kafka_message_errstr(rkm),
 			      "topic", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "", NULL);
 	rd_kafka_message_destroy(rkm);
@@ -819,6 +862,18 @@ static cs_err_t handle(cs_worker_t *w, rd_kafka_message_t *rkm)
 		err = CS_OK; /* the flush waits for the dead-letter producer and retries */
 	}
 	return err;
+}
+
+/* The replay's progress from the worker's counters. */
+static void replay_progress(cs_worker_t *w, bool final)
+{
+	uint64_t rows = 0, dead = 0;
+
+	for (int t = 0; t < w->cfg->ntables && t < CS_STATS_MAX_TABLES; t++)
+		rows += w->stats.rows_written[t];
+	for (int r = 0; r < CS_REASON__COUNT; r++)
+		dead += w->stats.dead_letters[r];
+	cs_replay_progress(w->replay, rows, dead, final);
 }
 
 cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr,
@@ -856,6 +911,11 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 			err = handle(w, rkm);
 		if (now_ms() - w->stats.heartbeat_ms >= 100)
 			publish(w);
+		if (w->replay != NULL) {
+			replay_progress(w, false);
+			if (cs_replay_done(w->replay))
+				break; /* the drain below writes the rest */
+		}
 		if (w->cfg->stats_interval_s > 0 &&
 		    now_ms() - w->stats_at_ms >= w->cfg->stats_interval_s * 1000) {
 			cs_stats_log(&w->stats, &w->prev_stats,
@@ -878,7 +938,15 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 		cs_batch_reset(w->batch);
 		cs_batch_reset(w->inflight);
 		w->inflight_failed = false;
+		if (w->replay != NULL) {
+			replay_progress(w, true);
+			snprintf(errstr, errstr_size, "replay stopped before its last batch was "
+				 "written: %s", w->errstr);
+			return CS_ERR_RETRIABLE;
+		}
 	}
+	if (w->replay != NULL)
+		replay_progress(w, true);
 	return CS_OK;
 }
 
@@ -892,6 +960,7 @@ void cs_worker_destroy(cs_worker_t *w)
 		rd_kafka_destroy(w->rk);
 	}
 	cs_wthread_destroy(w->wt);
+	cs_replay_destroy(w->replay);
 	cs_dlq_destroy(w->dlq);
 	cs_writer_destroy(w->writer);
 	cs_batch_destroy(w->batch);

@@ -290,7 +290,9 @@ static int build_delete(char *buf, const cs_tablespec_t *spec, const cs_table_sh
 	}
 	if (!shape->has_source)
 		return 0;
-	return add(buf, &len, " AND ") != 0 ? -1 : add_guard(buf, &len, "t", "s", ">");
+	/* >=: a replace row carries its insert's offset, later than its delete's; a row already
+	 * holding that very entry must not be deleted and inserted again */
+	return add(buf, &len, " AND ") != 0 ? -1 : add_guard(buf, &len, "t", "s", ">=");
 }
 
 /* Build the COPY, delete and merge statements of table t. */
@@ -703,7 +705,7 @@ cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 				 w->specs[t].name, w->message, w->sqlstate[0] ? " SQLSTATE " : "",
 				 w->sqlstate);
 	}
-	if (err == CS_OK)
+	if (err == CS_OK && w->group_id[0] != '\0') /* a replay stores no offsets */
 		err = store_offsets(w, b, expected, errstr, errstr_size);
 	if (err == CS_OK) {
 		err = run(w, "COMMIT", NULL);

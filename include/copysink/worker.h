@@ -16,6 +16,7 @@
 
 #include "copysink/config.h"
 #include "copysink/err.h"
+#include "copysink/replay.h"
 #include "copysink/stats.h"
 
 typedef struct cs_worker cs_worker_t;
@@ -24,16 +25,21 @@ typedef struct cs_worker cs_worker_t;
  * Create the worker: PostgreSQL connection (tables checked), dead-letter producer, consumer
  * subscribed to the tables' topics. `cfg` must outlive the worker; its specs get their column
  * encodings from the catalog. The loop publishes its counters to `shared` (may be NULL), which
- * must outlive the worker.
+ * must outlive the worker. With `replay` (NULL for `copysink run`; must outlive the worker)
+ * the consumer joins no group: it is assigned the replay's positions, stores no offsets, and
+ * with replay->until_end the loop ends once every partition has reached its end.
  * @returns the worker, or NULL with errstr (*err says whether retrying could help).
  */
-cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared, cs_err_t *err,
-			   char *errstr, size_t errstr_size);
+cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
+			   const cs_replay_opts_t *replay, cs_err_t *err, char *errstr,
+			   size_t errstr_size);
 
 /*
  * Run until *stop becomes non-zero, then write what is pending within the shutdown grace
  * period, leave the group and return.
- * @returns CS_OK after a clean stop, CS_ERR_FATAL with errstr otherwise.
+ * @returns CS_OK after a clean stop (a replay: also after reaching its end), CS_ERR_FATAL with
+ *          errstr otherwise; a replay that could not write its last batch returns
+ *          CS_ERR_RETRIABLE.
  */
 cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr,
 		       size_t errstr_size);

@@ -42,7 +42,8 @@ typedef struct cs_writer_table_stats {
 
 /*
  * Create a writer for `specs` (the writer sets each column's encoding when it connects, so the
- * specs must be writable and outlive it). `group_id` scopes the stored offsets.
+ * specs must be writable and outlive it). `group_id` scopes the stored offsets; an empty
+ * one (a replay) stores none and fences nothing.
  * @returns the writer (not yet connected), or NULL when out of memory.
  */
 cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspecs,
