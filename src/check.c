@@ -78,6 +78,11 @@ static int check_postgres(cs_config_t *cfg, FILE *out)
 			problems++;
 			continue;
 		}
+		if (!shape.has_source && cs_tablespec_nkeys(&cfg->tables[t]) > 0)
+			fprintf(out, "warning: table \"%s.%s\" has no copysink_partition and "
+				     "copysink_offset columns: a replay could move its rows backwards "
+				     "(run \"copysink migrate\" to add them)\n",
+				cfg->tables[t].schema, cfg->tables[t].name);
 		fprintf(out, "ok: table \"%s.%s\" matches its spec\n", cfg->tables[t].schema,
 			cfg->tables[t].name);
 	}
