@@ -92,6 +92,7 @@ def test_chaos(tmp_path, database, kafka, workers, copysink_bin, servers):
         assert p.flush(300) == 0
         produced.set()
 
+    started = time.time()
     feeder = threading.Thread(target=feed)
     feeder.start()
     kills = pg_restarts = kafka_restarts = 0
@@ -121,21 +122,34 @@ def test_chaos(tmp_path, database, kafka, workers, copysink_bin, servers):
     assert w.alive(), w.log_text()[-3000:]
     assert w.stop() == 0, w.log_text()[-3000:]
 
-    # exact contents: last write wins (update), first write wins (skip), events exactly once
-    lost = 0
+    # the figures first (written even when a check below fails), then the exact checks
+    lost = wrong = 0
     for table in COUNTS:
-        lost += len(set(expected[table]) - set(table_contents(database, table)))
-        assert_table_equals(database, table, expected[table])
+        got = table_contents(database, table)
+        lost += len(set(expected[table]) - set(got))
+        wrong += len(set(got) - set(expected[table]))
     ids = [r[0] for r in table_rows(database, "events", ["id"])]
+    lost += len(set(range(EVENTS)) - set(ids))
     duplicated = len(ids) - len(set(ids))
-    assert_events_exactly_once(database, list(range(EVENTS)))
-    assert stored_offsets(database, group) == ends
-
-    figures = {"entries": sum(COUNTS.values()) + EVENTS, "kills": kills,
+    figures = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "seconds": round(time.time() - started, 1),
+               "entries": sum(COUNTS.values()) + EVENTS,
+               "entries_per_table": {**COUNTS, "events (insert-only)": EVENTS},
+               "kills": kills,
                "postgres_immediate_restarts": pg_restarts, "kafka_restarts": kafka_restarts,
-               "lost": lost, "duplicated": duplicated}
+               "lost": lost, "duplicated": duplicated, "unexpected_keys": wrong,
+               "stored_offsets_equal_end_offsets": stored_offsets(database, group) == ends,
+               "checked": ["each table equals its expected contents, every column",
+                           "the insert-only table holds every id exactly once",
+                           "stored offsets equal the end offsets"]}
     print("chaos figures:", json.dumps(figures))
     if os.environ.get("COPYSINK_CHAOS_REPORT"):
         with open(os.environ["COPYSINK_CHAOS_REPORT"], "w") as f:
             json.dump(figures, f, indent=2)
+
+    # exact contents: last write wins (update), first write wins (skip), events exactly once
+    for table in COUNTS:
+        assert_table_equals(database, table, expected[table])
+    assert_events_exactly_once(database, list(range(EVENTS)))
+    assert stored_offsets(database, group) == ends
     assert kills >= KILLS and pg_restarts >= 2 and kafka_restarts >= 1
