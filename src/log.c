@@ -13,6 +13,7 @@ static const char *const level_names[] = {"debug", "info", "warning", "error"};
 
 static cs_log_level_t min_level = CS_LOG_INFO;
 static bool json_format = false;
+static volatile bool clear_line = false; /* a progress bar may be on the terminal's line */
 
 int cs_log_setup(const char *format, const char *level)
 {
@@ -89,6 +90,8 @@ static void emit(cs_log_level_t level, const char *msg, va_list ap)
 	size_t off = 0;
 	const char *k, *v;
 
+	if (clear_line && write(STDERR_FILENO, "\r\033[K", 4) < 0)
+		return;
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
@@ -114,6 +117,11 @@ static void emit(cs_log_level_t level, const char *msg, va_list ap)
 	/* one write() per line keeps lines whole when threads log at once */
 	if (write(STDERR_FILENO, line, off) < 0)
 		return;
+}
+
+void cs_log_clear_line(bool on)
+{
+	clear_line = on;
 }
 
 /* Helper so emit() can take the empty field list of cs_log(). */

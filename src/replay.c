@@ -302,6 +302,7 @@ cs_replay_t *cs_replay_start(rd_kafka_t *rk, const cs_config_t *cfg, const cs_re
 	}
 	r->until_end = opts->until_end;
 	r->tty = opts->tty;
+	cs_log_clear_line(r->tty);
 	clock_gettime(CLOCK_MONOTONIC, &r->started);
 	if ((list ? plan_list(r, rk, cfg, opts->from, errstr, errstr_size)
 		  : plan_all(r, rk, cfg, errstr, errstr_size)) != 0 ||
@@ -335,6 +336,7 @@ void cs_replay_destroy(cs_replay_t *r)
 {
 	if (r == NULL)
 		return;
+	cs_log_clear_line(false);
 	free(r->parts);
 	free(r);
 }
@@ -415,8 +417,6 @@ void cs_replay_progress(cs_replay_t *r, uint64_t rows, uint64_t dead, bool final
 			eta = elapsed * (1 - frac) / frac;
 	}
 	if (final) {
-		if (r->tty)
-			fputs("\r\033[K", stderr);
 		cs_info("replay finished: %llu rows written, %llu entries dead-lettered, %.1f s, "
 			"%.0f rows/s%s",
 			(unsigned long long)rows, (unsigned long long)dead, elapsed, rate,

@@ -21,6 +21,10 @@ typedef enum cs_log_level {
  * before other threads log. */
 int cs_log_setup(const char *format, const char *level);
 
+/* With `on`, every line starts by clearing the terminal's current line, where a progress bar
+ * (copysink replay on a terminal) may stand. */
+void cs_log_clear_line(bool on);
+
 /* True when messages of `level` are written. */
 bool cs_log_enabled(cs_log_level_t level);
 
