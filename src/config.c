@@ -62,6 +62,8 @@ static const char *check_not_empty(const char *value);
 static const keydef_t keys[] = {
 	{"postgres", "conninfo", KT_STRING, "", 0, 0, NULL, NULL, FIELD(pg_conninfo),
 	 "libpq connection string or URI; empty = libpq's PG* environment variables"},
+	{"postgres", "direct_copy", KT_ENUM, "on", 0, 0, "on|off", NULL, FIELD(pg_direct_copy),
+	 "COPY a batch whose keys are all new straight into the table; off = always merge"},
 	{"batch", "max_rows", KT_INT, "10000", 1, 10000000, NULL, NULL, FIELD(batch_max_rows),
 	 "write the batch once it holds this many entries"},
 	{"batch", "max_bytes", KT_INT, "33554432", 1048576, 2147483648, NULL, NULL,

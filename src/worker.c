@@ -414,9 +414,10 @@ static void log_batch(cs_worker_t *w, int64_t ms)
 		}
 		if (off < sizeof(tables))
 			off += (size_t)snprintf(tables + off, sizeof(tables) - off,
-						"%s%s:%llu/%.0f/s", off ? "," : "",
+						"%s%s:%llu/%.0f/s/%s", off ? "," : "",
 						w->cfg->tables[t].name, (unsigned long long)ts->rows,
-						ms > 0 ? (double)ts->rows * 1000.0 / (double)ms : 0.0);
+						ms > 0 ? (double)ts->rows * 1000.0 / (double)ms : 0.0,
+						ts->direct ? "direct" : "merge");
 	}
 	snprintf(rows, sizeof(rows), "%llu", (unsigned long long)r);
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)by);
@@ -751,6 +752,8 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 		snprintf(errstr, errstr_size, "out of memory");
 		goto fail;
 	}
+	cs_writer_set_direct(w->writer, cfg->pg_direct_copy == NULL ||
+						strcmp(cfg->pg_direct_copy, "off") != 0);
 	*err = cs_writer_connect(w->writer, errstr, errstr_size);
 	if (*err != CS_OK)
 		goto fail;

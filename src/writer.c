@@ -28,11 +28,23 @@
  */
 typedef struct table_sql {
 	char copy[SQL_MAX];        /* COPY staging (cols, source) FROM STDIN (FORMAT binary) */
+	char direct[SQL_MAX];      /* COPY target (cols[, source]) FROM STDIN (FORMAT binary) */
 	char del[SQL_MAX];         /* DELETE the keys of delete and replace rows */
 	char merge[SQL_MAX];       /* INSERT ... ON CONFLICT for rows not collapsed */
 	char merge_force[SQL_MAX]; /* the same for collapsed rows (empty: merge covers them) */
 	char truncate[128];        /* TRUNCATE staging, between bisection steps */
+	bool has_source;           /* the target has copysink_partition and copysink_offset */
+	/* The direct path: a batch of upserts whose keys are all new is COPYed straight into the
+	 * target, which costs about half of COPY into staging plus merge. A batch that meets an
+	 * existing key fails early with a unique violation, is rolled back to the savepoint and
+	 * takes the staging path; after such a failure the next direct_skip batches go straight to
+	 * staging, direct_skip doubling with every failure (up to DIRECT_SKIP_MAX) and falling back
+	 * to 0 after a success. */
+	int direct_skip;
+	int direct_backoff;
 } table_sql_t;
+
+#define DIRECT_SKIP_MAX 64
 
 #define SOURCE_COLS "copysink_partition, copysink_offset"
 #define STAGE_EXTRA_COLS SOURCE_COLS ", copysink_op, copysink_collapsed"
@@ -47,6 +59,7 @@ struct cs_writer {
 	table_sql_t *sql;
 	cs_writer_table_stats_t *stats;
 	cs_buf_t copybuf; /* COPY data on its way, up to about COPY_CHUNK bytes */
+	bool direct;      /* try the direct path (try_direct) */
 	/* the SQLSTATE and message of the last failed statement */
 	char sqlstate[6];
 	char message[1024];
@@ -73,7 +86,13 @@ cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspe
 	cs_buf_init(&w->copybuf);
 	w->specs = specs;
 	w->nspecs = nspecs;
+	w->direct = true;
 	return w;
+}
+
+void cs_writer_set_direct(cs_writer_t *w, bool on)
+{
+	w->direct = on;
 }
 
 void cs_writer_destroy(cs_writer_t *w)
@@ -312,6 +331,13 @@ static int build_sql(cs_writer_t *w, int t, const cs_table_shape_t *shape)
 	    add_columns(s->copy, &len, spec, "", false) != 0 ||
 	    add(s->copy, &len, ", " STAGE_EXTRA_COLS ") FROM STDIN (FORMAT binary)") != 0)
 		return -1;
+	len = 0;
+	s->has_source = shape->has_source;
+	if (add(s->direct, &len, "COPY %s (", target) != 0 ||
+	    add_columns(s->direct, &len, spec, "", false) != 0 ||
+	    add(s->direct, &len, "%s) FROM STDIN (FORMAT binary)",
+		shape->has_source ? ", " SOURCE_COLS : "") != 0)
+		return -1;
 	s->del[0] = s->merge_force[0] = '\0';
 	if (spec->on_conflict != CS_CONFLICT_NONE && build_delete(s->del, spec, shape, t, target) != 0)
 		return -1;
@@ -429,20 +455,38 @@ cs_err_t cs_writer_stored_offset(cs_writer_t *w, const char *topic, int32_t part
 	return err;
 }
 
-/* Append row r of the batch to the COPY buffer: the decoder's tuple with the staging
- * table's own fields after it. */
-static int put_row(cs_buf_t *out, const cs_batch_t *b, const cs_batch_table_t *tab,
-		   const cs_batch_row_t *r, int ncols)
+/* Run `sql` (a savepoint command) and report failure as the error's class. */
+static cs_err_t savepoint(cs_writer_t *w, const char *sql)
 {
+	return run(w, sql, NULL);
+}
+
+/* How a row travels: to the staging table with its four fields, or straight to the target
+ * with its source fields (when the target has them) or none. */
+typedef enum { ROW_STAGE, ROW_DIRECT_SOURCE, ROW_DIRECT } row_form_t;
+
+/* Append row r of the batch to the COPY buffer: the decoder's tuple with the fields of `form`
+ * after it. */
+static int put_row(cs_buf_t *out, const cs_batch_t *b, const cs_batch_table_t *tab,
+		   const cs_batch_row_t *r, int ncols, row_form_t form)
+{
+	static const int extra[] = {[ROW_STAGE] = STAGE_EXTRA_FIELDS, [ROW_DIRECT_SOURCE] = 2,
+				    [ROW_DIRECT] = 0};
 	int nparts;
 	const cs_batch_part_t *parts = cs_batch_parts(b, &nparts);
 
-	return cs_buf_put_u16(out, (uint16_t)(ncols + STAGE_EXTRA_FIELDS)) != 0 ||
-		       cs_buf_append(out, tab->tuples.data + r->tuple_off + 2, r->tuple_len - 2) != 0 ||
-		       cs_buf_put_u32(out, 4) != 0 ||
-		       cs_buf_put_u32(out, (uint32_t)parts[r->part].partition) != 0 ||
-		       cs_buf_put_u32(out, 8) != 0 || cs_buf_put_u64(out, (uint64_t)r->offset) != 0 ||
-		       cs_buf_put_u32(out, 2) != 0 || cs_buf_put_u16(out, r->op) != 0 ||
+	if (cs_buf_put_u16(out, (uint16_t)(ncols + extra[form])) != 0 ||
+	    cs_buf_append(out, tab->tuples.data + r->tuple_off + 2, r->tuple_len - 2) != 0)
+		return -1;
+	if (form == ROW_DIRECT)
+		return 0;
+	if (cs_buf_put_u32(out, 4) != 0 ||
+	    cs_buf_put_u32(out, (uint32_t)parts[r->part].partition) != 0 ||
+	    cs_buf_put_u32(out, 8) != 0 || cs_buf_put_u64(out, (uint64_t)r->offset) != 0)
+		return -1;
+	if (form == ROW_DIRECT_SOURCE)
+		return 0;
+	return cs_buf_put_u32(out, 2) != 0 || cs_buf_put_u16(out, r->op) != 0 ||
 		       cs_buf_put_u32(out, 1) != 0 || cs_buf_append(out, r->collapsed ? "\1" : "\0", 1) != 0
 		       ? -1
 		       : 0;
@@ -464,14 +508,13 @@ static cs_err_t merge_step(cs_writer_t *w, int t, const char *sql)
 	return CS_OK;
 }
 
-/* COPY the rows idx[0..n) of table t into its staging table, in chunks of about COPY_CHUNK
- * bytes, and run the merge: the deletes first (only when the rows hold any), then the
- * inserts. */
-static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n)
+/* COPY the rows idx[0..n) of table t (`sql`: into staging or the target, rows of `form`), in
+ * chunks of about COPY_CHUNK bytes. */
+static cs_err_t copy_rows(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n,
+			  const char *sql, row_form_t form)
 {
 	const cs_batch_table_t *tab = cs_batch_table(b, t);
-	PGresult *res = PQexec(w->conn, w->sql[t].copy);
-	size_t deletes = 0, collapsed = 0;
+	PGresult *res = PQexec(w->conn, sql);
 	cs_err_t err;
 
 	if (PQresultStatus(res) != PGRES_COPY_IN)
@@ -481,10 +524,7 @@ static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *i
 	if (cs_buf_append(&w->copybuf, copy_header, sizeof(copy_header)) != 0)
 		goto oom;
 	for (size_t i = 0; i < n; i++) {
-		const cs_batch_row_t *r = &tab->rows[idx[i]];
-		deletes += r->op != CS_ROW_UPSERT;
-		collapsed += r->collapsed;
-		if (put_row(&w->copybuf, b, tab, r, w->specs[t].ncols) != 0)
+		if (put_row(&w->copybuf, b, tab, &tab->rows[idx[i]], w->specs[t].ncols, form) != 0)
 			goto oom;
 		if (w->copybuf.len >= COPY_CHUNK) {
 			if (PQputCopyData(w->conn, w->copybuf.data, (int)w->copybuf.len) != 1)
@@ -502,12 +542,6 @@ static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *i
 	PQclear(res);
 	while ((res = PQgetResult(w->conn)) != NULL)
 		PQclear(res);
-	if (err == CS_OK && deletes > 0)
-		err = merge_step(w, t, w->sql[t].del);
-	if (err == CS_OK)
-		err = merge_step(w, t, w->sql[t].merge);
-	if (err == CS_OK && collapsed > 0)
-		err = merge_step(w, t, w->sql[t].merge_force);
 	return err;
 oom:
 	PQputCopyEnd(w->conn, "out of memory");
@@ -520,10 +554,64 @@ broken:
 	return note_error(w, NULL);
 }
 
-/* Run `sql` (a savepoint command) and report failure as the error's class. */
-static cs_err_t savepoint(cs_writer_t *w, const char *sql)
+/* COPY the rows idx[0..n) of table t into its staging table and run the merge: the deletes
+ * first (only when the rows hold any), then the inserts. */
+static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n)
 {
-	return run(w, sql, NULL);
+	const cs_batch_table_t *tab = cs_batch_table(b, t);
+	size_t deletes = 0, collapsed = 0;
+	cs_err_t err;
+
+	for (size_t i = 0; i < n; i++) {
+		deletes += tab->rows[idx[i]].op != CS_ROW_UPSERT;
+		collapsed += tab->rows[idx[i]].collapsed;
+	}
+	err = copy_rows(w, b, t, idx, n, w->sql[t].copy, ROW_STAGE);
+	if (err == CS_OK && deletes > 0)
+		err = merge_step(w, t, w->sql[t].del);
+	if (err == CS_OK)
+		err = merge_step(w, t, w->sql[t].merge);
+	if (err == CS_OK && collapsed > 0)
+		err = merge_step(w, t, w->sql[t].merge_force);
+	return err;
+}
+
+/* Try the direct path for the rows idx[0..n) of table t, inside the table's savepoint:
+ * @returns CS_OK when they were written (*done set), CS_OK with *done false when the staging
+ * path must write them (not tried, or rolled back after a data error), or an infrastructure
+ * error. */
+static cs_err_t try_direct(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n,
+			   bool *done)
+{
+	const cs_batch_table_t *tab = cs_batch_table(b, t);
+	table_sql_t *s = &w->sql[t];
+	cs_err_t err;
+
+	*done = false;
+	if (s->direct_skip > 0) {
+		s->direct_skip--;
+		return CS_OK;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (tab->rows[idx[i]].op != CS_ROW_UPSERT)
+			return CS_OK;
+	err = copy_rows(w, b, t, idx, n, s->direct, s->has_source ? ROW_DIRECT_SOURCE : ROW_DIRECT);
+	if (err == CS_OK) {
+		w->stats[t].merged += n;
+		w->stats[t].direct = true;
+		s->direct_backoff = 0;
+		*done = true;
+		return CS_OK;
+	}
+	if (err != CS_ERR_DATA)
+		return err;
+	s->direct_backoff = s->direct_backoff == 0 ? 1
+			    : s->direct_backoff >= DIRECT_SKIP_MAX ? DIRECT_SKIP_MAX
+								   : 2 * s->direct_backoff;
+	s->direct_skip = s->direct_backoff;
+	cs_log_fields(CS_LOG_DEBUG, "direct COPY declined, merging through staging", "table",
+		      w->specs[t].name, "sqlstate", w->sqlstate, "error", w->message, NULL);
+	return savepoint(w, "ROLLBACK TO SAVEPOINT copysink_table");
 }
 
 /* Isolate the bad rows among idx[0..n) (which together failed with a data error): try each
@@ -577,6 +665,7 @@ static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reje
 {
 	const cs_batch_table_t *tab = cs_batch_table(b, t);
 	size_t *idx, n = 0;
+	bool done = false;
 	cs_err_t err;
 
 	if (tab->live == 0)
@@ -592,7 +681,9 @@ static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reje
 	}
 	w->stats[t].rows = n;
 	err = savepoint(w, "SAVEPOINT copysink_table");
-	if (err == CS_OK)
+	if (err == CS_OK && w->direct)
+		err = try_direct(w, b, t, idx, n, &done);
+	if (err == CS_OK && !done)
 		err = copy_merge(w, b, t, idx, n);
 	if (err == CS_ERR_DATA) {
 		cs_log_fields(CS_LOG_WARNING, "rows rejected by PostgreSQL, isolating them",

@@ -38,6 +38,7 @@ typedef struct cs_config {
 
 	/* [postgres] */
 	char *pg_conninfo; /* owned; may contain a password: never print it unmasked */
+	char *pg_direct_copy; /* owned; "on" (default) or "off": see cs_writer_set_direct() */
 
 	/* [batch] */
 	int64_t batch_max_rows;  /* default 10000 */

@@ -38,6 +38,7 @@ typedef struct cs_writer_table_stats {
 	uint64_t merged;   /* rows inserted or updated by the merge */
 	uint64_t rejected; /* rows PostgreSQL rejected */
 	uint64_t bytes;    /* COPY bytes sent */
+	bool direct;       /* written by COPY straight into the table, without merge */
 } cs_writer_table_stats_t;
 
 /*
@@ -48,6 +49,15 @@ typedef struct cs_writer_table_stats {
  */
 cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspecs,
 			   const char *group_id);
+
+/*
+ * Whether to try the direct path (on by default): a table's rows in a batch that holds no
+ * delete are COPYed straight into the table under a savepoint; when a key exists already the
+ * COPY fails early, is rolled back and the rows take the staging merge, and the next batches
+ * of that table merge straight away (a number doubling with each such failure, up to 64).
+ * The outcome is the same either way; only the cost differs.
+ */
+void cs_writer_set_direct(cs_writer_t *w, bool on);
 
 /* Close the connection and free the writer. NULL is a no-op. */
 void cs_writer_destroy(cs_writer_t *w);

@@ -126,6 +126,18 @@ static cs_err_t write_batch(cs_writer_t *w, cs_batch_t *b)
 	return rc;
 }
 
+/* Whether writers try the direct path; every test runs with it on and off. */
+static bool direct = true;
+
+static cs_writer_t *new_writer(const char *group)
+{
+	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, group);
+
+	assert_non_null(w);
+	cs_writer_set_direct(w, direct);
+	return w;
+}
+
 #define ROWS_SQL "SELECT coalesce(string_agg(id || '=' || body, ',' ORDER BY id), '') FROM items"
 
 /* Create the database and the table for one test. */
@@ -162,6 +174,12 @@ static int setup(void **state)
 	return 0;
 }
 
+static int setup_merge_only(void **state)
+{
+	direct = false;
+	return setup(state);
+}
+
 static int teardown(void **state)
 {
 	PGconn *conn = PQconnectdb(getenv("COPYSINK_TEST_PG_CONNINFO"));
@@ -170,14 +188,15 @@ static int teardown(void **state)
 	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
 	PQclear(PQexec(conn, sql));
 	PQfinish(conn);
+	direct = true;
 	return 0;
 }
 
 /* A writer that lost the partition cannot commit: its expected offset is stale. */
 static void test_fencing(void **state)
 {
-	cs_writer_t *w1 = cs_writer_new(conninfo, &spec, 1, "g");
-	cs_writer_t *w2 = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_writer_t *w1 = new_writer("g");
+	cs_writer_t *w2 = new_writer("g");
 	cs_batch_t *b1 = cs_batch_new(&spec, 1), *b2 = cs_batch_new(&spec, 1);
 	int64_t none = -1, ten = 10;
 	char err[512], v[64];
@@ -220,7 +239,7 @@ static void test_fencing(void **state)
  * values did not change keep their updated_at and their tuple (xmin). */
 static void test_update_semantics(void **state)
 {
-	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_writer_t *w = new_writer("g");
 	cs_batch_t *b = cs_batch_new(&spec, 1);
 	int64_t expected = -1;
 	char err[512], v[256], before[256];
@@ -260,7 +279,7 @@ static void test_update_semantics(void **state)
  * order (update table: the last one wins, a delete before an insert still happens). */
 static void test_tombstones_update(void **state)
 {
-	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_writer_t *w = new_writer("g");
 	cs_batch_t *b = cs_batch_new(&spec, 1);
 	char v[256];
 
@@ -294,7 +313,7 @@ static void test_tombstones_skip(void **state)
 	char v[256];
 
 	spec.on_conflict = CS_CONFLICT_SKIP;
-	w = cs_writer_new(conninfo, &spec, 1, "g");
+	w = new_writer("g");
 	b = cs_batch_new(&spec, 1);
 	add(b, 0, 0, 1, "first");
 	add(b, 0, 1, 2, "first");
@@ -316,8 +335,8 @@ static void test_tombstones_skip(void **state)
  * a newer one, or one from another partition, does. */
 static void test_never_backwards(void **state)
 {
-	cs_writer_t *live = cs_writer_new(conninfo, &spec, 1, "live");
-	cs_writer_t *replay = cs_writer_new(conninfo, &spec, 1, "replay");
+	cs_writer_t *live = new_writer("live");
+	cs_writer_t *replay = new_writer("replay");
 	cs_batch_t *b = cs_batch_new(&spec, 1);
 	char v[256];
 
@@ -361,7 +380,7 @@ static void test_never_backwards(void **state)
 /* Rows the server rejects are isolated and reported; the others commit with the offsets. */
 static void test_rejected_rows(void **state)
 {
-	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_writer_t *w = new_writer("g");
 	cs_batch_t *b = cs_batch_new(&spec, 1);
 	int64_t expected = -1;
 	char err[512], v[64];
@@ -380,10 +399,73 @@ static void test_rejected_rows(void **state)
 	cs_writer_destroy(w);
 }
 
+#define SOURCE_SQL                                                                          \
+	"SELECT string_agg(id || '=' || body || '@' || copysink_partition || ':' ||            \
+	 copysink_offset, ',' ORDER BY id) FROM items WHERE created_at IS NOT NULL"
+
+/* The direct path: a batch of new keys is COPYed straight into the table, with its source;
+ * a batch meeting an existing key is merged instead, with the same outcome, and the next
+ * batch merges without trying; a batch holding a delete merges. */
+static void test_direct_path(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	char v[512];
+
+	add(b, 0, 0, 1, "a");
+	add(b, 1, 0, 2, "b");
+	add(b, 0, 1, 1, "a2"); /* collapsed inside the batch: one row */
+	write_batch(w, b);
+	assert_true(cs_writer_table_stats(w, 0)->direct);
+	assert_int_equal(cs_writer_table_stats(w, 0)->merged, 2);
+	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)), "1=a2@0:1,2=b@1:0");
+	/* key 2 exists: declined, merged */
+	add(b, 0, 2, 2, "b2");
+	add(b, 0, 3, 3, "c");
+	write_batch(w, b);
+	assert_false(cs_writer_table_stats(w, 0)->direct);
+	assert_int_equal(cs_writer_table_stats(w, 0)->merged, 2);
+	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)), "1=a2@0:1,2=b2@0:2,3=c@0:3");
+	/* the next batch merges without trying, the one after tries again */
+	add(b, 0, 4, 4, "d");
+	write_batch(w, b);
+	assert_false(cs_writer_table_stats(w, 0)->direct);
+	add(b, 0, 5, 5, "e");
+	write_batch(w, b);
+	assert_true(cs_writer_table_stats(w, 0)->direct);
+	/* a delete: merged */
+	add(b, 0, 6, 6, "f");
+	add_delete(b, 0, 7, 1);
+	write_batch(w, b);
+	assert_false(cs_writer_table_stats(w, 0)->direct);
+	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)),
+			    "2=b2@0:2,3=c@0:3,4=d@0:4,5=e@0:5,6=f@0:6");
+	assert_string_equal(query("SELECT next_offset FROM copysink_offsets WHERE partition = 0", v,
+				  sizeof(v)), "8");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* With the direct path off, every batch merges. */
+static void test_direct_off(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	char v[512];
+
+	cs_writer_set_direct(w, false);
+	add(b, 0, 0, 1, "a");
+	write_batch(w, b);
+	assert_false(cs_writer_table_stats(w, 0)->direct);
+	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)), "1=a@0:0");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
 /* A table that does not match its spec is a clear start-up error. */
 static void test_shape_mismatch(void **state)
 {
-	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, "g");
+	cs_writer_t *w = new_writer("g");
 	char err[512], v[16];
 
 	query("ALTER TABLE items ALTER COLUMN body TYPE integer USING 0", v, sizeof(v));
@@ -406,6 +488,8 @@ static void test_unreachable(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_direct_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_direct_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_semantics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected_rows, setup, teardown),
@@ -414,6 +498,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_never_backwards, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shape_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
+		/* the same again without the direct path */
+		cmocka_unit_test_setup_teardown(test_fencing, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_update_semantics, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_rejected_rows, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_tombstones_update, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_tombstones_skip, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_never_backwards, setup_merge_only, teardown),
 	};
 	cs_decode_limits_t limits;
 	int rc;
