@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -45,6 +46,7 @@ def log(*a):
 
 # ---------------------------------------------------------------- entries
 
+SWEEP_MAX_BYTES = 268435456  # the batch size sweep: max_rows bounds every batch
 POOL = 4096  # distinct embeddings; generating 200,000 x 384 floats in Python would dominate
 
 
@@ -273,21 +275,32 @@ def end_offsets(bootstrap, topic):
 # ---------------------------------------------------------------- copysink
 
 
-def write_config(path, args, topic, group, max_rows, linger_ms=None):
+def warm_up(bootstrap, topic):
+    """Join a group once before any clock runs: the broker creates its offsets topic on the
+    first group, which takes seconds that no later run pays."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-warm-up",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    c.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    c.close()
+
+
+def write_config(path, args, topic, group, max_rows, linger_ms=None, direct=True,
+                 when_idle=False, kafka_extra="", max_bytes=None):
     linger_ms = args.linger_ms if linger_ms is None else linger_ms
     path.write(f"""[kafka]
 bootstrap.servers = {args.kafka}
 group.id = {group}
-fetch.max.bytes = 104857600
-max.partition.fetch.bytes = 16777216
-
+{kafka_extra}
 [postgres]
 conninfo = {args.pg}
+direct_copy = {"on" if direct else "off"}
 
 [batch]
 max_rows = {max_rows}
-max_bytes = {args.max_bytes}
+max_bytes = {max_bytes or args.max_bytes}
 linger_ms = {linger_ms}
+write_when_idle = {"on" if when_idle else "off"}
 
 [worker]
 stats_interval_s = 5
@@ -310,14 +323,21 @@ def peak_rss_kb(pid):
     return 0
 
 
-def run_copysink(args, topic, max_rows, log_name, conn):
+def run_copysink(args, topic, max_rows, log_name, conn, direct=True, profile=None,
+                 kafka_extra="", max_bytes=None):
     """Start a worker with a fresh group on a topic produced beforehand; stop the clock when the
     last offset is stored in PostgreSQL. Returns (seconds, peak RSS in kB)."""
     group = "bench-" + uuid.uuid4().hex[:8]
     ends = end_offsets(args.kafka, topic)
     with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg, \
             open(os.path.join(args.out, log_name), "wb") as logf:
-        write_config(cfg, args, topic, group, max_rows)
+        write_config(cfg, args, topic, group, max_rows, direct=direct, kafka_extra=kafka_extra,
+                     max_bytes=max_bytes)
+        perf = None
+        if profile:  # the whole machine: copysink, PostgreSQL and the broker share it
+            perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", profile],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
         t0 = time.perf_counter()
         proc = subprocess.Popen([args.bin, "run", "-c", cfg.name], stdout=logf, stderr=logf)
         try:
@@ -328,12 +348,26 @@ def run_copysink(args, topic, max_rows, log_name, conn):
             dt = time.perf_counter() - t0
             rss = peak_rss_kb(proc.pid)
         finally:
+            if perf is not None:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(60)
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
     return dt, rss
 
 
-def latency(args, topic, rate, seconds, pool, conn):
+def perf_summary(data, out):
+    """Where the CPU went during a run, by process and by function (perf report)."""
+    with open(out, "w") as f:
+        for sort, limit in (("comm", 12), ("comm,dso,sym", 40)):
+            r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                                "--sort", sort, "--percent-limit", "0.7"],
+                               capture_output=True, text=True)
+            body = [l for l in r.stdout.splitlines() if l and not l.startswith("#")]
+            f.write(f"== perf report --sort {sort}\n" + "\n".join(body[:limit]) + "\n\n")
+
+
+def latency(args, topic, rate, seconds, pool, conn, when_idle=False):
     """p50 and p99 from produce to commit at a fixed rate. A poller reads the stored offsets
     every 5 ms; an entry's latency ends at the first reading that covers its offset."""
     group = "bench-lat-" + uuid.uuid4().hex[:8]
@@ -341,8 +375,9 @@ def latency(args, topic, rate, seconds, pool, conn):
     commits = []  # (time, {partition: next offset})
     sends = {}    # (partition, offset) -> time the entry was handed to the producer
     with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg, \
-            open(os.path.join(args.out, "latency.log"), "wb") as logf:
-        write_config(cfg, args, topic, group, 10000, args.linger_ms)
+            open(os.path.join(args.out, f"latency{'_when_idle' if when_idle else ''}.log"),
+                 "wb") as logf:
+        write_config(cfg, args, topic, group, 10000, args.linger_ms, when_idle=when_idle)
         proc = subprocess.Popen([args.bin, "run", "-c", cfg.name], stdout=logf, stderr=logf)
         try:
             time.sleep(3)  # joined the group and assigned
@@ -417,12 +452,24 @@ def main():
     ap.add_argument("--linger-ms", type=int, default=200)
     ap.add_argument("--latency-seconds", type=float, default=20,
                     help="length of the latency mode (0: skip it)")
-    ap.add_argument("--pg", required=True, help="conninfo of an empty database")
-    ap.add_argument("--kafka", required=True, help="bootstrap servers")
-    ap.add_argument("--bin", required=True, help="the copysink binary")
+    ap.add_argument("--pg", help="conninfo of an empty database")
+    ap.add_argument("--kafka", help="bootstrap servers")
+    ap.add_argument("--bin", help="the copysink binary")
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--profile", action=argparse.BooleanOptionalAction,
+                    default=shutil.which("perf") is not None,
+                    help="profile the whole machine with perf during copysink's new-keys run "
+                         "(default: when perf is installed) into OUT/profile.txt")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the report again from OUT/results.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.report_only:
+        with open(os.path.join(args.out, "results.json")) as f:
+            report(json.load(f), args.out)
+        return
+    if not (args.pg and args.kafka and args.bin):
+        ap.error("--pg, --kafka and --bin are required (bench/run.sh gives them)")
     n = args.entries
     res = {"entries": n, "dim": DIM, "max_bytes": args.max_bytes, "linger_ms": args.linger_ms,
            "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
@@ -455,10 +502,24 @@ def main():
     log("producing")
     res["produce_s"] = produce(args.kafka, t_new, new)
     produce(args.kafka, t_upd, upd)
+    warm_up(args.kafka, t_new)
 
     log("copysink, new keys")
     dt, rss = run_copysink(args, t_new, 10000, "copysink_new.log", conn)
     res["copysink_new"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss}
+    log("copysink, new keys, direct path off (staging and merge)")
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE memory_entries")
+    dt, rss3 = run_copysink(args, t_new, 10000, "copysink_new_merge.log", conn, direct=False)
+    res["copysink_new_merge"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss3}
+    big = 4 * args.max_bytes // 1024
+    log(f"copysink, new keys, queued.max.messages.kbytes = {big} (4 x max_bytes)")
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE memory_entries")
+    dt, rss4 = run_copysink(args, t_new, 10000, "copysink_new_bigqueue.log", conn,
+                            kafka_extra=f"queued.max.messages.kbytes = {big}\n")
+    res["copysink_new_bigqueue"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss4,
+                                    "queued_max_messages_kbytes": big}
     log("copysink, all keys existing (update)")
     dt, rss2 = run_copysink(args, t_upd, 10000, "copysink_upd.log", conn)
     res["copysink_update"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss2}
@@ -496,8 +557,19 @@ def main():
     for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
         with conn.cursor() as cur:
             cur.execute("TRUNCATE memory_entries")
-        dt, rss = run_copysink(args, t_new, bs, f"copysink_bs{bs}.log", conn)
+        # max_rows alone bounds the batch: max_bytes is set out of its way
+        dt, rss = run_copysink(args, t_new, bs, f"copysink_bs{bs}.log", conn,
+                               max_bytes=SWEEP_MAX_BYTES)
         res["batch_sizes"].append({"max_rows": bs, "rows_per_s": n / dt, "peak_rss_kb": rss})
+
+    if args.profile:
+        log("profile of a new-keys run (not counted in the figures)")
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE memory_entries")
+        prof = os.path.join(args.out, "perf.data")
+        run_copysink(args, t_new, 10000, "copysink_profile.log", conn, profile=prof)
+        perf_summary(prof, os.path.join(args.out, "profile.txt"))
+        os.unlink(prof)
 
     best = max([res["copysink_new"]["rows_per_s"]] + [b["rows_per_s"] for b in res["batch_sizes"]])
     if args.latency_seconds > 0:
@@ -507,15 +579,59 @@ def main():
         create_topic(args.kafka, t_lat)
         p50, p99, cnt = latency(args, t_lat, rate, args.latency_seconds, pool, conn)
         res["latency"] = {"rate": rate, "p50_ms": p50, "p99_ms": p99, "samples": cnt}
+        log("latency at half load, write_when_idle = on")
+        p50, p99, cnt = latency(args, t_lat, rate, args.latency_seconds, pool, conn, True)
+        res["latency_when_idle"] = {"rate": rate, "p50_ms": p50, "p99_ms": p99, "samples": cnt}
 
     report(res, args.out)
 
 
+def targets(res):
+    """(name, measured, required, format) of every target; met when measured >= required
+    (the ceilings of RSS and latency are turned round: the room left under them)."""
+    c_new = res["copysink_new"]["rows_per_s"]
+    c_upd = res["copysink_update"]["rows_per_s"]
+    out = [
+        ("new keys: copysink / raw COPY ceiling", c_new / res["raw_copy"]["rows_per_s"], 0.85,
+         "{:.2f}"),
+        ("keys existing, update: copysink / merge ceiling",
+         c_upd / res["merge_update"]["rows_per_s"], 0.95, "{:.2f}"),
+        ("copysink / the seed's COPY method", c_new / res["seed_copy"]["rows_per_s"], 20,
+         "{:.1f}"),
+    ]
+    rss = max(r["peak_rss_kb"] for r in [res["copysink_new"], res["copysink_update"],
+                                         res["copysink_new_merge"]]) / 1024
+    cap = 3 * res["max_bytes"] / 1048576 + 32
+    out.append(("peak RSS (MB) at most 3 x max_bytes + 32 MB: room left", cap - rss, 0, "{:.0f}"))
+    if "latency" in res:
+        out.append(("p99 latency at half load (ms) at most linger_ms + 100: room left",
+                    res["linger_ms"] + 100 - res["latency"]["p99_ms"], 0, "{:.0f}"))
+    if "latency_when_idle" in res:
+        out.append(("the same, write_when_idle = on: room left",
+                    res["linger_ms"] + 100 - res["latency_when_idle"]["p99_ms"], 0, "{:.0f}"))
+    return out
+
+
+def miss(got, need, fmt):
+    if need > 0:
+        return f"no: {got / need:.0%} of it"
+    return f"no: over by {fmt.format(-got)}"
+
+
 def report(res, out):
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=2)
     c_new = res["copysink_new"]["rows_per_s"]
     c_upd = res["copysink_update"]["rows_per_s"]
     rows = [
         ("copysink end to end, new keys", c_new, ""),
+        ("copysink end to end, new keys, direct_copy = off",
+         res["copysink_new_merge"]["rows_per_s"],
+         f"/merge ceiling {res['copysink_new_merge']['rows_per_s'] / res['merge_new']['rows_per_s']:.2f}"),
+        (f"copysink end to end, new keys, queued.max.messages.kbytes = "
+         f"{res['copysink_new_bigqueue']['queued_max_messages_kbytes']} (peak RSS "
+         f"{res['copysink_new_bigqueue']['peak_rss_kb'] / 1024:.0f} MB)",
+         res["copysink_new_bigqueue"]["rows_per_s"], ""),
         ("copysink end to end, all keys existing (update)", c_upd, ""),
         ("raw binary COPY ceiling (one connection)", res["raw_copy"]["rows_per_s"],
          f"copysink/ceiling {c_new / res['raw_copy']['rows_per_s']:.2f}"),
@@ -532,9 +648,12 @@ def report(res, out):
              "| method | rows/s | ratio |", "|---|---:|---|"]
     lines += [f"| {name} | {rate:,.0f} | {ratio} |" for name, rate, ratio in rows]
     mb = res["max_bytes"] / 1048576
-    rss = max(res["copysink_new"]["peak_rss_kb"], res["copysink_update"]["peak_rss_kb"]) / 1024
-    lines += ["", f"Peak RSS of the worker: {rss:.1f} MB (target 3 x max_bytes + 32 MB = "
-              f"{3 * mb + 32:.0f} MB)", "",
+    rss = max(r["peak_rss_kb"] for r in [res["copysink_new"], res["copysink_update"],
+                                         res["copysink_new_merge"]]) / 1024
+    lines += ["", f"Peak RSS of the worker at the default settings: {rss:.1f} MB (target "
+              f"3 x max_bytes + 32 MB = {3 * mb + 32:.0f} MB)", "",
+              f"Batch size sweep (max_bytes = {SWEEP_MAX_BYTES // 1048576} MB, so that max_rows "
+              "bounds every batch):", "",
               "| max_rows | rows/s | peak RSS MB |", "|---:|---:|---:|"]
     lines += [f"| {b['max_rows']} | {b['rows_per_s']:,.0f} | {b['peak_rss_kb'] / 1024:.1f} |"
               for b in res["batch_sizes"]]
@@ -543,12 +662,22 @@ def report(res, out):
         lines += ["", f"Latency at {l['rate']:,.0f} entries/s (half the best measured): "
                   f"p50 {l['p50_ms']:.0f} ms, p99 {l['p99_ms']:.0f} ms over {l['samples']} entries "
                   f"(target p99 <= linger_ms + 100 = {res['linger_ms'] + 100} ms)"]
+    if "latency_when_idle" in res:
+        l = res["latency_when_idle"]
+        lines += ["", f"The same with write_when_idle = on: p50 {l['p50_ms']:.0f} ms, "
+                  f"p99 {l['p99_ms']:.0f} ms over {l['samples']} entries"]
+    lines += ["", "## Targets", "", "| target | measured | required | met |", "|---|---:|---:|---|"]
+    for name, got, need, fmt in targets(res):
+        lines.append(f"| {name} | {fmt.format(got)} | {fmt.format(need)} | "
+                     f"{'yes' if got >= need else miss(got, need, fmt)} |")
+    lines += ["", f"{res['entries']} entries, {res['copy_bytes_per_row']:.0f} bytes of binary COPY "
+              f"and {res['msgpack_bytes_per_row']:.0f} bytes of msgpack per row, embedding column "
+              f"{res['embedding_type']}; PostgreSQL {res['postgres']}; {res['copysink_version']}; "
+              f"{res['machine']['cpus']} CPUs; {res['date']}."]
     text = "\n".join(lines) + "\n"
     print(text)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(res, f, indent=2)
     dat = os.path.join(out, "batch_size.dat")
     with open(dat, "w") as f:
         for b in res["batch_sizes"]:

@@ -40,6 +40,7 @@ struct cs_worker {
 	cs_batch_t *inflight; /* being written by the writer thread (or waiting for a retry) */
 	cs_wthread_t *wt;
 	bool in_settle;       /* inside settle(): rebalance callbacks must not flush */
+	bool write_when_idle; /* [batch] write_when_idle = on */
 	bool inflight_failed; /* the in-flight batch failed (retriable) and must be written again
 			       * before any later batch: batches commit in the order they filled */
 	size_t inflight_bytes;
@@ -752,6 +753,8 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 		snprintf(errstr, errstr_size, "out of memory");
 		goto fail;
 	}
+	w->write_when_idle = cfg->batch_write_when_idle != NULL &&
+			     strcmp(cfg->batch_write_when_idle, "on") == 0;
 	cs_writer_set_direct(w->writer, cfg->pg_direct_copy == NULL ||
 						strcmp(cfg->pg_direct_copy, "off") != 0);
 	*err = cs_writer_connect(w->writer, errstr, errstr_size);
@@ -883,18 +886,24 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 		       size_t errstr_size)
 {
 	cs_err_t err = CS_OK;
+	bool queue_empty = false; /* the last poll found no message waiting */
 
 	w->stop = stop;
 	w->stats_at_ms = now_ms();
 	while (!*stop && err != CS_ERR_FATAL) {
 		int64_t now = now_ms(), timeout = 100;
 		rd_kafka_message_t *rkm;
+		bool eager;
 
 		if (cs_wthread_busy(w->wt) && cs_wthread_done(w->wt)) {
 			err = settle(w, -1);
 			continue;
 		}
-		if (batch_due(w, now)) {
+		/* write_when_idle: an idle writer takes the batch as soon as the consumer's queue is
+		 * empty; under load batches still fill up while the previous one is written */
+		eager = w->write_when_idle && !cs_batch_empty(w->batch) && !cs_wthread_busy(w->wt);
+		if (batch_due(w, now) || (eager && queue_empty)) {
+			queue_empty = false;
 			/* one batch in flight at a time: wait for it, then hand this one over */
 			err = settle(w, -1);
 			if (err == CS_OK)
@@ -909,7 +918,10 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 			timeout = 10; /* collect the write promptly when it finishes */
 		if (timeout > 100 || timeout < 0)
 			timeout = timeout < 0 ? 0 : 100;
+		if (eager)
+			timeout = 0;
 		rkm = rd_kafka_consumer_poll(w->rk, (int)timeout);
+		queue_empty = rkm == NULL;
 		if (rkm != NULL)
 			err = handle(w, rkm);
 		if (now_ms() - w->stats.heartbeat_ms >= 100)

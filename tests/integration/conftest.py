@@ -239,6 +239,7 @@ def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra=
         f"max_rows = {batch.get('max_rows', 1000)}",
         f"max_bytes = {batch.get('max_bytes', 33554432)}",
         f"linger_ms = {batch.get('linger_ms', 100)}",
+        *([f"write_when_idle = {batch['write_when_idle']}"] if "write_when_idle" in batch else []),
         "",
         "[worker]",
         "stats_interval_s = 2",

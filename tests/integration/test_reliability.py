@@ -121,6 +121,34 @@ def test_sigterm_writes_pending_batch(tmp_path, database, kafka, workers, copysi
     assert_events_exactly_once(database, ids)
 
 
+def test_write_when_idle(tmp_path, database, kafka, workers, copysink_bin):
+    """write_when_idle = on: with linger_ms at a minute, entries are written as soon as they
+    arrive (the test above shows that nothing is written before linger_ms without it); a
+    backlog is still written in batches of many entries, not one transaction per entry."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 100000, "linger_ms": 60000,
+                                               "write_when_idle": "on"})
+    migrate(copysink_bin, config)
+    backlog = list(range(20000))
+    produce_events(kafka, topic, backlog)
+    w = workers(config).start()
+    wait_for(lambda: stored_offsets(database, group) == end_offsets(kafka, topic), 30,
+             "the backlog written long before linger_ms")
+    batches = w.log_text().count('msg="batch committed"')
+    assert 0 < batches <= len(backlog) // 100, f"{batches} batches for {len(backlog)} entries"
+    for round_ in range(3):
+        ids = list(range(100000 * (round_ + 1), 100000 * (round_ + 1) + 10))
+        produce_events(kafka, topic, ids)
+        wait_for(lambda: stored_offsets(database, group) == end_offsets(kafka, topic), 20,
+                 "new entries written long before linger_ms")
+        backlog += ids
+    assert w.stop() == 0
+    assert_events_exactly_once(database, backlog)
+
+
 def test_postgres_outage(tmp_path, database, kafka, workers, copysink_bin, servers):
     """PostgreSQL stops while entries flow: the worker retries (not ready meanwhile), and
     everything lands exactly once when it is back."""
