@@ -661,13 +661,21 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 {
 	rd_kafka_conf_t *conf = cs_kafkaconf_new(w->cfg, false, errstr, errstr_size);
 	rd_kafka_topic_partition_list_t *topics;
-	char why[512], kbytes[32];
+	char why[512], kbytes[32], fetch[32];
+	int64_t fetch_bytes, queue_kbytes;
 	rd_kafka_resp_err_t err;
 
 	if (conf == NULL)
 		return -1;
-	/* librdkafka's prefetch queue counts against the memory cap: size it to one batch */
-	snprintf(kbytes, sizeof(kbytes), "%lld", (long long)(w->cfg->batch_max_bytes / 1024));
+	/* The consumer's memory counts against the cap of 3 x max_bytes: librdkafka's prefetch
+	 * queue, which one fetch response may overshoot, gets one batch's worth between them
+	 * (fetch.max.bytes max_bytes / 8, at least 1 MiB, the queue the rest). librdkafka 2.0
+	 * stops fetching for a second whenever that queue is full; a larger
+	 * queued.max.messages.kbytes buys throughput with memory (docs/BENCHMARKS.md). */
+	fetch_bytes = w->cfg->batch_max_bytes / 8 > 1048576 ? w->cfg->batch_max_bytes / 8 : 1048576;
+	queue_kbytes = (w->cfg->batch_max_bytes - fetch_bytes) / 1024;
+	snprintf(fetch, sizeof(fetch), "%lld", (long long)fetch_bytes);
+	snprintf(kbytes, sizeof(kbytes), "%lld", (long long)(queue_kbytes > 1024 ? queue_kbytes : 1024));
 	if (w->ropts == NULL &&
 	    (rd_kafka_conf_get(conf, "group.id", why, &(size_t){sizeof(why)}) != RD_KAFKA_CONF_OK ||
 	     why[0] == '\0')) {
@@ -683,6 +691,7 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 				 "cooperative-sticky", errstr, errstr_size) ||
 	    cs_kafkaconf_default(conf, w->cfg, "queued.max.messages.kbytes", kbytes, errstr,
 				 errstr_size) ||
+	    cs_kafkaconf_default(conf, w->cfg, "fetch.max.bytes", fetch, errstr, errstr_size) ||
 	    cs_kafkaconf_default(conf, w->cfg, "client.id", "copysink", errstr, errstr_size) ||
 	    (w->ropts != NULL && cs_kafkaconf_default(conf, w->cfg, "enable.partition.eof", "true",
 						      errstr, errstr_size)))
