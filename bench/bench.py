@@ -618,6 +618,24 @@ def targets(res):
     return out
 
 
+def writer_figures(out, log_name, seconds):
+    """From a worker's log: rows/s while its writer wrote (the batches' own durations) and the
+    share of the run the writer was busy."""
+    rows = ms = 0
+    try:
+        with open(os.path.join(out, log_name)) as f:
+            for line in f:
+                if 'msg="batch committed"' in line:
+                    fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                    rows += int(fields["rows"])
+                    ms += int(fields["ms"])
+    except OSError:
+        return None
+    if ms == 0:
+        return None
+    return rows * 1000 / ms, ms / 1000 / seconds
+
+
 def miss(got, need, fmt):
     if need > 0:
         return f"no: {got / need:.0%} of it"
@@ -653,6 +671,16 @@ def report(res, out):
     lines = [f"# copysink benchmark ({res['entries']} entries, {res['dim']}-dim embeddings)", "",
              "| method | rows/s | ratio |", "|---|---:|---|"]
     lines += [f"| {name} | {rate:,.0f} | {ratio} |" for name, rate, ratio in rows]
+    lines += ["", "The writer's side of each copysink run (from the worker's log: rows over the "
+              "summed durations of the batches' transactions, and their share of the run):", "",
+              "| run | rows/s while writing | writer busy |", "|---|---:|---:|"]
+    for key, log_name in (("copysink_new", "copysink_new.log"),
+                          ("copysink_new_merge", "copysink_new_merge.log"),
+                          ("copysink_new_bigqueue", "copysink_new_bigqueue.log"),
+                          ("copysink_update", "copysink_upd.log")):
+        f = writer_figures(out, log_name, res[key]["seconds"])
+        if f:
+            lines.append(f"| {key} | {f[0]:,.0f} | {f[1]:.0%} |")
     mb = res["max_bytes"] / 1048576
     rss = max(r["peak_rss_kb"] for r in [res["copysink_new"], res["copysink_update"],
                                          res["copysink_new_merge"]]) / 1024
@@ -688,10 +716,13 @@ def report(res, out):
     with open(dat, "w") as f:
         for b in res["batch_sizes"]:
             f.write(f"{b['max_rows']} {b['rows_per_s']:.0f}\n")
-    gp = (f"set terminal png size 800,500; set output '{os.path.join(out, 'batch_size.png')}';"
+    gp = (f"set terminal png noenhanced size 800,500; "
+          f"set output '{os.path.join(out, 'batch_size.png')}';"
           "set title 'copysink rows/s against batch size (max_rows)'; set xlabel 'max_rows';"
-          "set ylabel 'rows/s'; set logscale x; set grid; set yrange [0:];"
-          f"plot '{dat}' using 1:2 with linespoints lw 2 title 'copysink'")
+          "set ylabel 'rows/s'; set logscale x; set grid; set yrange [0:]; set key bottom right;"
+          f"plot '{dat}' using 1:2 with linespoints lw 2 title 'copysink end to end', "
+          f"{res['raw_copy']['rows_per_s']:.0f} with lines dt 2 title 'raw COPY ceiling', "
+          f"{res['merge_new']['rows_per_s']:.0f} with lines dt 3 title 'merge ceiling, new keys'")
     try:
         subprocess.run(["gnuplot", "-e", gp], check=True)
     except (OSError, subprocess.CalledProcessError) as e:
