@@ -12,8 +12,9 @@
 
 #define CHECK_TIMEOUT_MS 10000
 
-/* Check that the connected role may insert and update table `qualified`. */
-static int check_privileges(PGconn *conn, const cs_tablespec_t *spec, FILE *out)
+/* Check that the connected role may write table `spec` as the worker does: INSERT and SELECT,
+ * UPDATE for the update merge, DELETE for tombstones (`deletes`, tables with a key). */
+static int check_privileges(PGconn *conn, const cs_tablespec_t *spec, bool deletes, FILE *out)
 {
 	char schema[2 * CS_MAX_NAME + 3], name[2 * CS_MAX_NAME + 3], table[4 * CS_MAX_NAME + 8];
 	const char *params[1] = {table};
@@ -25,19 +26,22 @@ static int check_privileges(PGconn *conn, const cs_tablespec_t *spec, FILE *out)
 	snprintf(table, sizeof(table), "%s.%s", schema, name);
 	res = PQexecParams(conn,
 			   "SELECT has_table_privilege($1, 'INSERT'), "
-			   "has_table_privilege($1, 'UPDATE'), has_table_privilege($1, 'SELECT')",
+			   "has_table_privilege($1, 'UPDATE'), has_table_privilege($1, 'SELECT'), "
+			   "has_table_privilege($1, 'DELETE')",
 			   1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		fprintf(out, "error: could not check privileges on table \"%s\": %s", spec->name,
 			PQresultErrorMessage(res));
 		problems++;
 	} else {
-		static const char *const privs[] = {"INSERT", "UPDATE", "SELECT"};
-		for (int i = 0; i < 3; i++) {
+		static const char *const privs[] = {"INSERT", "UPDATE", "SELECT", "DELETE"};
+		for (int i = 0; i < 4; i++) {
 			if (PQgetvalue(res, 0, i)[0] == 't')
 				continue;
 			if (i == 1 && spec->on_conflict != CS_CONFLICT_UPDATE)
-				continue;
+				continue; /* UPDATE: only the update merge */
+			if (i == 3 && (!deletes || spec->on_conflict == CS_CONFLICT_NONE))
+				continue; /* DELETE: tombstones, only for tables with a key */
 			fprintf(out, "error: role \"%s\" lacks privilege %s on table \"%s.%s\"\n",
 				PQuser(conn), privs[i], spec->schema, spec->name);
 			problems++;
@@ -74,7 +78,7 @@ static int check_postgres(cs_config_t *cfg, FILE *out)
 			problems++;
 			continue;
 		}
-		if (check_privileges(conn, &cfg->tables[t], out) != 0) {
+		if (check_privileges(conn, &cfg->tables[t], true, out) != 0) {
 			problems++;
 			continue;
 		}
@@ -89,7 +93,7 @@ static int check_postgres(cs_config_t *cfg, FILE *out)
 	if (cs_schema_check_offsets(conn, errstr, sizeof(errstr)) != 0) {
 		fprintf(out, "error: %s\n", errstr);
 		problems++;
-	} else if (check_privileges(conn, &offsets_spec, out) != 0) {
+	} else if (check_privileges(conn, &offsets_spec, false, out) != 0) {
 		problems++;
 	} else {
 		fprintf(out, "ok: table \"%s\" present\n", CS_OFFSETS_TABLE);
