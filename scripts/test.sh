@@ -27,7 +27,6 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-JOBS=$(nproc)
 PASSED=0 FAILED=0 STAGES_FAILED=()
 WORK=$(mktemp -d /tmp/copysink-test.XXXXXX)
 chmod 755 "$WORK"
@@ -72,8 +71,8 @@ build() {
 	local dir=$1
 	shift
 	echo "== build $dir" >&2
-	cmake -S "$ROOT" -B "$dir" -DCOPYSINK_WERROR=ON "$@" >/dev/null
-	cmake --build "$dir" -j "$JOBS" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; return 1; }
+	# the same build step as the image's (docker/Dockerfile)
+	"$ROOT/scripts/build.sh" "$dir" "$@" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; return 1; }
 }
 
 "$ROOT/scripts/setup.sh"
