@@ -14,6 +14,7 @@
  * the previous value) and lines longer than its buffer (libinih splits them).
  */
 #include "copysink/config.h"
+#include "copysink/confkeys.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -25,95 +26,8 @@
 
 #define MAX_LINE 4096 /* longest line of a configuration file, in bytes */
 #define ENV_PREFIX "COPYSINK_"
-#define MASK "******"
 
-typedef enum keytype {
-	KT_INT,    /* int64_t field, decimal, within [min, max] */
-	KT_STRING, /* char * field, optionally checked by `check` */
-	KT_ENUM,   /* char * field, one of `choices` ("a|b|c") */
-} keytype_t;
 
-/* Extra validation of a string value. @returns NULL when the value is fine, else the reason. */
-typedef const char *(*check_fn)(const char *value);
-
-/* One key: where it lives, what it takes, what it means. */
-typedef struct keydef {
-	const char *section; /* "batch", ...; "table" for the keys of every [table NAME] */
-	const char *name;
-	keytype_t type;
-	const char *def;     /* default as written in a file; NULL: see doc */
-	int64_t min, max;    /* KT_INT */
-	const char *choices; /* KT_ENUM */
-	check_fn check;      /* KT_STRING, may be NULL */
-	size_t offset;       /* field in cs_config_t; NO_FIELD for table keys */
-	const char *doc;
-} keydef_t;
-
-static const char *check_topic(const char *value);
-static const char *check_topic_or_empty(const char *value);
-static const char *check_identifier(const char *value);
-static const char *check_listen(const char *value);
-static const char *check_not_empty(const char *value);
-
-#define FIELD(f) offsetof(cs_config_t, f)
-#define NO_FIELD SIZE_MAX
-
-/* The worker's own keys. This table drives parsing, the environment, --help and printing. */
-static const keydef_t keys[] = {
-	{"postgres", "conninfo", KT_STRING, "", 0, 0, NULL, NULL, FIELD(pg_conninfo),
-	 "libpq connection string or URI; empty = libpq's PG* environment variables"},
-	{"postgres", "direct_copy", KT_ENUM, "on", 0, 0, "on|off", NULL, FIELD(pg_direct_copy),
-	 "COPY a batch whose keys are all new straight into the table; off = always merge"},
-	{"batch", "max_rows", KT_INT, "10000", 1, 10000000, NULL, NULL, FIELD(batch_max_rows),
-	 "write the batch once it holds this many entries"},
-	{"batch", "max_bytes", KT_INT, "33554432", 1048576, 2147483648, NULL, NULL,
-	 FIELD(batch_max_bytes), "write the batch once it holds this many bytes of COPY"},
-	{"batch", "linger_ms", KT_INT, "200", 0, 600000, NULL, NULL, FIELD(batch_linger_ms),
-	 "write the batch once its first entry has waited this long"},
-	{"batch", "write_when_idle", KT_ENUM, "off", 0, 0, "off|on", NULL,
-	 FIELD(batch_write_when_idle),
-	 "on: write the batch at once when the writer is idle and no entry is waiting"},
-	{"dlq", "topic", KT_STRING, "", 0, 0, NULL, check_topic_or_empty, FIELD(dlq_topic),
-	 "dead-letter topic of every table; empty = <source topic>.dlq"},
-	{"worker", "stats_interval_s", KT_INT, "10", 0, 86400, NULL, NULL, FIELD(stats_interval_s),
-	 "period of the stats log line in seconds; 0 = off"},
-	{"worker", "shutdown_grace_ms", KT_INT, "20000", 0, 3600000, NULL, NULL,
-	 FIELD(shutdown_grace_ms), "time to write the pending batch after SIGTERM"},
-	{"worker", "retry_backoff_ms", KT_INT, "200", 1, 600000, NULL, NULL,
-	 FIELD(retry_backoff_ms),
-	 "first delay before a retry after PostgreSQL or Kafka failed, doubled each time"},
-	{"worker", "retry_backoff_max_ms", KT_INT, "10000", 1, 3600000, NULL, NULL,
-	 FIELD(retry_backoff_max_ms), "longest delay before a retry"},
-	{"worker", "max_message_bytes", KT_INT, "16777216", 1024, 1073741824, NULL, NULL,
-	 FIELD(max_message_bytes), "larger message values are dead-lettered unread"},
-	{"worker", "log_format", KT_ENUM, "logfmt", 0, 0, "logfmt|json", NULL, FIELD(log_format),
-	 "format of the log lines on stderr"},
-	{"worker", "log_level", KT_ENUM, "info", 0, 0, "debug|info|warning|error", NULL,
-	 FIELD(log_level), "least severe level logged"},
-	{"http", "listen", KT_STRING, "127.0.0.1:9187", 0, 0, NULL, check_listen,
-	 FIELD(http_listen), "host:port of /metrics, /healthz and /readyz; empty = off"},
-	{"table", "topic", KT_STRING, NULL, 0, 0, NULL, check_topic, NO_FIELD,
-	 "source topic (default: the table name); one table per topic"},
-	{"table", "on_conflict", KT_ENUM, NULL, 0, 0, "update|skip|none", NULL, NO_FIELD,
-	 "update: last write wins, skip: first write wins, none: insert-only (tables without key)"},
-	{"table", "schema", KT_STRING, "public", 0, 0, NULL, check_identifier, NO_FIELD,
-	 "schema of the table"},
-	{"table", "dim", KT_INT, "384", 1, 16000, NULL, NULL, NO_FIELD,
-	 "dimension of the embedding column"},
-	{"table", "dlq_topic", KT_STRING, "", 0, 0, NULL, check_topic_or_empty, NO_FIELD,
-	 "dead-letter topic of this table; empty = the [dlq] setting"},
-	{"table", "columns", KT_STRING, NULL, 0, 0, NULL, check_not_empty, NO_FIELD,
-	 "\"name type [not null], ...\"; required unless NAME is built in"},
-	{"table", "key", KT_STRING, "", 0, 0, NULL, NULL, NO_FIELD,
-	 "conflict key columns, \"a, b\", with `columns`; empty = insert-only"},
-};
-
-#define NKEYS ((int)(sizeof(keys) / sizeof(keys[0])))
-
-/* Sections other than [table NAME], in the order they are printed. */
-static const char *const sections[] = {"kafka", "postgres", "batch", "dlq", "worker", "http"};
-
-#define NSECTIONS ((int)(sizeof(sections) / sizeof(sections[0])))
 
 /* Where a value came from, for error messages. */
 typedef enum origin_kind {
@@ -128,12 +42,12 @@ typedef struct origin {
 	const char *text; /* lives as long as envp or the overrides: the whole load */
 } origin_t;
 
-/* A [table NAME] as collected so far: raw values indexed like keys[]. */
+/* A [table NAME] as collected so far: raw values indexed like cs_conf_keys[]. */
 typedef struct rawtable {
 	char name[CS_MAX_NAME];
 	origin_t origin;    /* the section header, or the variable that created the table */
-	char *vals[NKEYS];  /* owned; NULL = not set */
-	origin_t origins[NKEYS];
+	char *vals[CS_CONF_NKEYS];  /* owned; NULL = not set */
+	origin_t origins[CS_CONF_NKEYS];
 } rawtable_t;
 
 /* State of one cs_config_load call. */
@@ -144,8 +58,8 @@ typedef struct loader {
 	char *line; /* getline buffer, owned */
 	size_t linecap;
 	int lineno;
-	int section;              /* index into sections[], -1 = none yet, NSECTIONS = a table */
-	int section_line[NSECTIONS]; /* where each section was opened, 0 = not yet */
+	int section;              /* index into cs_conf_sections[], -1 = none yet, CS_CONF_NSECTIONS = a table */
+	int section_line[CS_CONF_NSECTIONS]; /* where each section was opened, 0 = not yet */
 	rawtable_t *cur;          /* the [table NAME] being read, or NULL */
 	rawtable_t tables[CS_MAX_TABLES];
 	int ntables;
@@ -154,88 +68,21 @@ typedef struct loader {
 	size_t errstr_size;
 } loader_t;
 
-/* True when s is a plain SQL identifier: [A-Za-z_][A-Za-z0-9_]*, at most 63 bytes. */
-static bool is_identifier(const char *s)
-{
-	size_t n = strlen(s);
 
-	if (n == 0 || n >= CS_MAX_NAME || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
-		return false;
-	for (size_t i = 1; i < n; i++)
-		if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
-			return false;
-	return true;
-}
-
-/* A Kafka topic name: 1 to 249 of [A-Za-z0-9._-], not "." or "..". */
-static const char *check_topic(const char *value)
-{
-	size_t n = strlen(value);
-
-	if (n == 0)
-		return "a topic name cannot be empty";
-	if (n >= CS_MAX_TOPIC)
-		return "a topic name is at most 249 bytes";
-	if (strcmp(value, ".") == 0 || strcmp(value, "..") == 0)
-		return "\".\" and \"..\" are not topic names";
-	for (size_t i = 0; i < n; i++)
-		if (!(isalnum((unsigned char)value[i]) || strchr("._-", value[i]) != NULL))
-			return "a topic name takes only letters, digits, '.', '_' and '-'";
-	return NULL;
-}
-
-/* A topic name or "" (use the default). */
-static const char *check_topic_or_empty(const char *value)
-{
-	return value[0] == '\0' ? NULL : check_topic(value);
-}
-
-/* An SQL identifier. */
-static const char *check_identifier(const char *value)
-{
-	return is_identifier(value) ? NULL : "expected an identifier ([A-Za-z_][A-Za-z0-9_]*, "
-					     "at most 63 bytes)";
-}
-
-/* "" (off) or host:port with a port from 1 to 65535. */
-static const char *check_listen(const char *value)
-{
-	const char *colon = strrchr(value, ':');
-	char *end;
-	long port;
-
-	if (value[0] == '\0')
-		return NULL;
-	if (colon == NULL || colon[1] == '\0')
-		return "expected host:port";
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno != 0 || *end != '\0' || !isdigit((unsigned char)colon[1]) || port < 1 ||
-	    port > 65535)
-		return "expected host:port with a port from 1 to 65535";
-	return NULL;
-}
-
-/* Anything but "". */
-static const char *check_not_empty(const char *value)
-{
-	return value[0] == '\0' ? "cannot be empty" : NULL;
-}
-
-/* Index into keys[] of section.name, or -1. */
+/* Index into cs_conf_keys[] of section.name, or -1. */
 static int key_find(const char *section, const char *name)
 {
-	for (int k = 0; k < NKEYS; k++)
-		if (strcmp(keys[k].section, section) == 0 && strcmp(keys[k].name, name) == 0)
+	for (int k = 0; k < CS_CONF_NKEYS; k++)
+		if (strcmp(cs_conf_keys[k].section, section) == 0 && strcmp(cs_conf_keys[k].name, name) == 0)
 			return k;
 	return -1;
 }
 
-/* Index into sections[] of name, or -1. */
+/* Index into cs_conf_sections[] of name, or -1. */
 static int section_find(const char *name)
 {
-	for (int s = 0; s < NSECTIONS; s++)
-		if (strcmp(sections[s], name) == 0)
+	for (int s = 0; s < CS_CONF_NSECTIONS; s++)
+		if (strcmp(cs_conf_sections[s], name) == 0)
 			return s;
 	return -1;
 }
@@ -250,20 +97,6 @@ static int64_t *int_field(cs_config_t *cfg, const keydef_t *kd)
 static char **str_field(cs_config_t *cfg, const keydef_t *kd)
 {
 	return (char **)(void *)((char *)cfg + kd->offset);
-}
-
-/* The value of an integer key. */
-static int64_t int_value(const cs_config_t *cfg, const keydef_t *kd)
-{
-	return *(const int64_t *)(const void *)((const char *)cfg + kd->offset);
-}
-
-/* The value of a string or enum key, "" for NULL. */
-static const char *str_value(const cs_config_t *cfg, const keydef_t *kd)
-{
-	const char *v = *(char *const *)(const void *)((const char *)cfg + kd->offset);
-
-	return v != NULL ? v : "";
 }
 
 /* Free a string field unless it still points at its default, which the table owns. */
@@ -478,8 +311,8 @@ static rawtable_t *table_add(loader_t *ld, const char *name, const origin_t *o)
 {
 	rawtable_t *rt;
 
-	if (!is_identifier(name)) {
-		fail(ld, o, "invalid table name \"%s\": %s", name, check_identifier(name));
+	if (!cs_conf_is_identifier(name)) {
+		fail(ld, o, "invalid table name \"%s\": %s", name, cs_conf_check_identifier(name));
 		return NULL;
 	}
 	if (ld->ntables == CS_MAX_TABLES) {
@@ -493,15 +326,15 @@ static rawtable_t *table_add(loader_t *ld, const char *name, const origin_t *o)
 	return rt;
 }
 
-/* Set key `k` (an index into keys[]) of a collected table. @returns 0 or -1. */
+/* Set key `k` (an index into cs_conf_keys[]) of a collected table. @returns 0 or -1. */
 static int table_set(loader_t *ld, rawtable_t *rt, int k, const char *value, const origin_t *o)
 {
 	char why[256];
 	int64_t num;
 	char *copy;
 
-	if (value_check(&keys[k], value, &num, why, sizeof(why)) != 0)
-		return fail_value(ld, o, &keys[k], rt->name, value, why);
+	if (value_check(&cs_conf_keys[k], value, &num, why, sizeof(why)) != 0)
+		return fail_value(ld, o, &cs_conf_keys[k], rt->name, value, why);
 	copy = dup_or_fail(ld, value);
 	if (copy == NULL)
 		return -1;
@@ -524,7 +357,7 @@ static int key_set(loader_t *ld, const char *section, const char *key, const cha
 	k = key_find(section, key);
 	if (k < 0)
 		return fail(ld, o, "unknown key \"%s\" in section [%s]", key, section);
-	return own_set(ld, &keys[k], value, o);
+	return own_set(ld, &cs_conf_keys[k], value, o);
 }
 
 /*
@@ -559,7 +392,7 @@ static int section_open(loader_t *ld, char *text)
 		if (rt == NULL)
 			return -1;
 		ld->cur = rt;
-		ld->section = NSECTIONS;
+		ld->section = CS_CONF_NSECTIONS;
 		return 0;
 	}
 	s = section_find(text);
@@ -666,7 +499,7 @@ static int key_line(loader_t *ld, const char *name, const char *value)
 	if (ld->section < 0)
 		return fail(ld, &o, "key \"%s\" is outside of any section", name);
 	if (ld->cur == NULL)
-		return key_set(ld, sections[ld->section], name, value, &o);
+		return key_set(ld, cs_conf_sections[ld->section], name, value, &o);
 	k = key_find("table", name);
 	if (k < 0)
 		return fail(ld, &o, "unknown key \"%s\" in section [table %s]", name,
@@ -752,7 +585,7 @@ static int file_load(loader_t *ld, const char *path)
  */
 
 /* Copy s into dst (size n) in upper case. */
-static void upper_copy(char *dst, size_t n, const char *s)
+void cs_conf_upper(char *dst, size_t n, const char *s)
 {
 	size_t i = 0;
 
@@ -769,7 +602,7 @@ static int env_table_score(loader_t *ld, const char *rest, int k, char *name)
 	size_t n = strlen(rest), sl, nl;
 
 	suffix[0] = '_';
-	upper_copy(suffix + 1, sizeof(suffix) - 1, keys[k].name);
+	cs_conf_upper(suffix + 1, sizeof(suffix) - 1, cs_conf_keys[k].name);
 	sl = strlen(suffix);
 	if (n <= sl || n - sl >= CS_MAX_NAME || strcmp(rest + n - sl, suffix) != 0)
 		return 0;
@@ -792,14 +625,14 @@ static int env_table(loader_t *ld, const char *rest, const char *value, const or
 	int best = 0, best_k = -1;
 	rawtable_t *rt;
 
-	for (int k = 0; k < NKEYS; k++) {
+	for (int k = 0; k < CS_CONF_NKEYS; k++) {
 		int score;
 
-		if (strcmp(keys[k].section, "table") != 0)
+		if (strcmp(cs_conf_keys[k].section, "table") != 0)
 			continue;
 		score = env_table_score(ld, rest, k, name);
 		if (score > best || (score == best && score > 0 &&
-				     strlen(keys[k].name) > strlen(keys[best_k].name))) {
+				     strlen(cs_conf_keys[k].name) > strlen(cs_conf_keys[best_k].name))) {
 			best = score;
 			best_k = k;
 			snprintf(best_name, sizeof(best_name), "%s", name);
@@ -834,13 +667,13 @@ static int env_apply(loader_t *ld, const char *entry)
 	}
 	if (strncmp(name, "TABLE_", 6) == 0)
 		return env_table(ld, name + 6, eq + 1, &o);
-	for (int k = 0; k < NKEYS; k++) {
-		if (keys[k].offset == NO_FIELD)
+	for (int k = 0; k < CS_CONF_NKEYS; k++) {
+		if (cs_conf_keys[k].offset == NO_FIELD)
 			continue;
-		snprintf(upper, sizeof(upper), "%s_%s", keys[k].section, keys[k].name);
-		upper_copy(upper, sizeof(upper), upper);
+		snprintf(upper, sizeof(upper), "%s_%s", cs_conf_keys[k].section, cs_conf_keys[k].name);
+		cs_conf_upper(upper, sizeof(upper), upper);
 		if (strcmp(upper, name) == 0)
-			return own_set(ld, &keys[k], eq + 1, &o);
+			return own_set(ld, &cs_conf_keys[k], eq + 1, &o);
 	}
 	return fail(ld, &o, "unknown variable: expected COPYSINK_<SECTION>_<KEY>, see \"copysink "
 			    "help config\"");
@@ -1023,13 +856,13 @@ static int cross_check(loader_t *ld)
 void cs_config_init(cs_config_t *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	for (int k = 0; k < NKEYS; k++) {
-		if (keys[k].offset == NO_FIELD)
+	for (int k = 0; k < CS_CONF_NKEYS; k++) {
+		if (cs_conf_keys[k].offset == NO_FIELD)
 			continue;
-		if (keys[k].type == KT_INT)
-			*int_field(cfg, &keys[k]) = strtoll(keys[k].def, NULL, 10);
+		if (cs_conf_keys[k].type == KT_INT)
+			*int_field(cfg, &cs_conf_keys[k]) = strtoll(cs_conf_keys[k].def, NULL, 10);
 		else
-			str_default(str_field(cfg, &keys[k]), &keys[k]);
+			str_default(str_field(cfg, &cs_conf_keys[k]), &cs_conf_keys[k]);
 	}
 }
 
@@ -1037,9 +870,9 @@ void cs_config_cleanup(cs_config_t *cfg)
 {
 	if (cfg == NULL)
 		return;
-	for (int k = 0; k < NKEYS; k++)
-		if (keys[k].offset != NO_FIELD && keys[k].type != KT_INT)
-			str_release(str_field(cfg, &keys[k]), &keys[k]);
+	for (int k = 0; k < CS_CONF_NKEYS; k++)
+		if (cs_conf_keys[k].offset != NO_FIELD && cs_conf_keys[k].type != KT_INT)
+			str_release(str_field(cfg, &cs_conf_keys[k]), &cs_conf_keys[k]);
 	for (int i = 0; i < cfg->nkafka; i++) {
 		free(cfg->kafka[i].key);
 		free(cfg->kafka[i].value);
@@ -1079,235 +912,11 @@ int cs_config_load(cs_config_t *cfg, const char *path, char *const *envp,
 	rc = 0;
 fail:
 	for (int t = 0; t < ld->ntables; t++)
-		for (int k = 0; k < NKEYS; k++)
+		for (int k = 0; k < CS_CONF_NKEYS; k++)
 			free(ld->tables[t].vals[k]);
 	free(ld->line);
 	free(ld);
 	return rc;
-}
-
-/* Write the URI form of a conninfo with the password (user:PASSWORD@, ?password=) masked. */
-static void put_uri_masked(const char *uri, FILE *out)
-{
-	const char *auth = strstr(uri, "://") + 3;
-	size_t alen = strcspn(auth, "/?#");
-	const char *at = NULL, *colon, *p;
-
-	for (p = auth; p < auth + alen; p++)
-		if (*p == '@')
-			at = p;
-	colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-	if (colon != NULL) {
-		fwrite(uri, 1, (size_t)(colon + 1 - uri), out);
-		fputs(MASK, out);
-		p = at;
-	} else {
-		p = uri;
-	}
-	while (*p != '\0') {
-		size_t n = strcspn(p, "?&");
-		fwrite(p, 1, n, out);
-		p += n;
-		if (*p == '\0')
-			break;
-		fputc(*p++, out);
-		if (strncmp(p, "password=", 9) == 0) {
-			fputs("password=" MASK, out);
-			p += 9 + strcspn(p + 9, "&#");
-		}
-	}
-}
-
-/* Write a conninfo with the value of password masked: "k = v" pairs with quoted values
- * ('a \'b\'') or a postgres:// URI. What does not parse as a conninfo is masked whole. */
-static void put_conninfo_masked(const char *ci, FILE *out)
-{
-	const char *p = ci, *k, *kend, *v;
-
-	if (strncmp(ci, "postgresql://", 13) == 0 || strncmp(ci, "postgres://", 11) == 0) {
-		put_uri_masked(ci, out);
-		return;
-	}
-	while (*p != '\0') {
-		if (isspace((unsigned char)*p)) {
-			fputc(*p++, out);
-			continue;
-		}
-		k = p;
-		while (*p != '\0' && *p != '=' && !isspace((unsigned char)*p))
-			p++;
-		kend = p;
-		while (isspace((unsigned char)*p))
-			p++;
-		if (*p != '=') {
-			fputs(MASK, out);
-			return;
-		}
-		p++;
-		while (isspace((unsigned char)*p))
-			p++;
-		v = p;
-		if (*p == '\'') {
-			for (p++; *p != '\0' && *p != '\''; p++)
-				if (*p == '\\' && p[1] != '\0')
-					p++;
-			if (*p == '\'')
-				p++;
-		} else {
-			for (; *p != '\0' && !isspace((unsigned char)*p); p++)
-				if (*p == '\\' && p[1] != '\0')
-					p++;
-		}
-		fwrite(k, 1, (size_t)(v - k), out);
-		if (kend - k == 8 && strncmp(k, "password", 8) == 0)
-			fputs(MASK, out);
-		else
-			fwrite(v, 1, (size_t)(p - v), out);
-	}
-}
-
-/* True when s contains word, ignoring case. */
-static bool contains_ci(const char *s, const char *word)
-{
-	size_t n = strlen(word);
-
-	for (; *s != '\0'; s++)
-		if (strncasecmp(s, word, n) == 0)
-			return true;
-	return false;
-}
-
-/* True when a [kafka] key holds a secret. */
-static bool kafka_secret(const char *key)
-{
-	return contains_ci(key, "password") || contains_ci(key, "secret") ||
-	       strcmp(key, "ssl.key.pem") == 0;
-}
-
-/* True when spec has exactly the columns of the built-in spec of its name. */
-static bool spec_is_builtin(const cs_tablespec_t *spec)
-{
-	cs_tablespec_t b;
-
-	if (cs_tablespec_builtin(spec->name, &b) != 0 || b.ncols != spec->ncols)
-		return false;
-	for (int c = 0; c < b.ncols; c++) {
-		const cs_column_t *x = &b.cols[c], *y = &spec->cols[c];
-		if (strcmp(x->name, y->name) != 0 || x->type != y->type ||
-		    x->required != y->required || x->in_key != y->in_key)
-			return false;
-	}
-	return true;
-}
-
-/* Write the [table NAME] section of spec. */
-static void print_table(const cs_tablespec_t *spec, FILE *out)
-{
-	static const char *const modes[] = {"update", "skip", "none"};
-	const char *sep = "";
-
-	fprintf(out, "\n[table %s]\ntopic = %s\non_conflict = %s\nschema = %s\ndim = %d\n"
-		     "dlq_topic = %s\n",
-		spec->name, spec->topic, modes[spec->on_conflict], spec->schema, spec->dim,
-		spec->dlq_topic);
-	if (spec_is_builtin(spec))
-		return;
-	fputs("columns = ", out);
-	for (int c = 0; c < spec->ncols; c++) {
-		const cs_column_t *col = &spec->cols[c];
-		fprintf(out, "%s%s %s%s", c ? ", " : "", col->name,
-			col->type == CS_COL_EMBEDDING ? "embedding" : cs_coltype_sql(col->type),
-			col->required ? " not null" : "");
-	}
-	fputs("\nkey = ", out);
-	for (int c = 0; c < spec->ncols; c++) {
-		if (spec->cols[c].in_key) {
-			fprintf(out, "%s%s", sep, spec->cols[c].name);
-			sep = ", ";
-		}
-	}
-	fputc('\n', out);
-}
-
-void cs_config_print(const cs_config_t *cfg, FILE *out)
-{
-	fputs("; effective configuration, secrets masked\n[kafka]\n", out);
-	for (int i = 0; i < cfg->nkafka; i++)
-		fprintf(out, "%s = %s\n", cfg->kafka[i].key,
-			kafka_secret(cfg->kafka[i].key) ? MASK : cfg->kafka[i].value);
-	for (int s = 1; s < NSECTIONS; s++) {
-		fprintf(out, "\n[%s]\n", sections[s]);
-		for (int k = 0; k < NKEYS; k++) {
-			const keydef_t *kd = &keys[k];
-			const char *v;
-
-			if (strcmp(kd->section, sections[s]) != 0)
-				continue;
-			fprintf(out, "%s = ", kd->name);
-			if (kd->type == KT_INT) {
-				fprintf(out, "%lld\n", (long long)int_value(cfg, kd));
-				continue;
-			}
-			v = str_value(cfg, kd);
-			if (kd->offset == FIELD(pg_conninfo))
-				put_conninfo_masked(v, out);
-			else
-				fputs(v, out);
-			fputc('\n', out);
-		}
-	}
-	for (int t = 0; t < cfg->ntables; t++)
-		print_table(&cfg->tables[t], out);
-}
-
-/* Write the help of one key. */
-static void help_key(const keydef_t *kd, FILE *out)
-{
-	char env[128];
-
-	fprintf(out, "  %s = %s", kd->name,
-		kd->def == NULL ? "(see below)" : kd->def[0] ? kd->def : "(empty)");
-	if (kd->type == KT_INT)
-		fprintf(out, "   (integer, %lld .. %lld)", (long long)kd->min, (long long)kd->max);
-	else if (kd->type == KT_ENUM)
-		fprintf(out, "   (%s)", kd->choices);
-	fprintf(out, "\n      %s\n", kd->doc);
-	if (strcmp(kd->section, "table") == 0) {
-		upper_copy(env, sizeof(env), kd->name);
-		fprintf(out, "      env COPYSINK_TABLE_<NAME>_%s, -o table.<name>.%s=...\n", env,
-			kd->name);
-	} else {
-		snprintf(env, sizeof(env), "%s_%s", kd->section, kd->name);
-		upper_copy(env, sizeof(env), env);
-		fprintf(out, "      env COPYSINK_%s, -o %s.%s=...\n", env, kd->section, kd->name);
-	}
-}
-
-void cs_config_help(FILE *out)
-{
-	fputs("copysink configuration: an INI file (-c FILE), then COPYSINK_<SECTION>_<KEY>\n"
-	      "environment variables, then -o SECTION.KEY=VALUE options; each overrides the one\n"
-	      "before. Comments start a line with ';' or '#', or follow a value after \" ;\".\n"
-	      "\n[kafka]\n"
-	      "  any librdkafka property, passed as is (bootstrap.servers, group.id, ...)\n"
-	      "      env COPYSINK_KAFKA_<KEY> with '.' written '_' (COPYSINK_KAFKA_GROUP_ID),\n"
-	      "      -o kafka.<key>=...\n",
-	      out);
-	for (int s = 1; s <= NSECTIONS; s++) {
-		const char *name = s < NSECTIONS ? sections[s] : "table";
-
-		if (s < NSECTIONS)
-			fprintf(out, "\n[%s]\n", name);
-		else
-			fputs("\n[table NAME]   (one per target table; NAME is the table's name)\n",
-			      out);
-		for (int k = 0; k < NKEYS; k++)
-			if (strcmp(keys[k].section, name) == 0)
-				help_key(&keys[k], out);
-	}
-	fputs("\nColumn types: text, smallint, integer, bigint, real, double precision, boolean,\n"
-	      "jsonb, text[], embedding (vector(dim) with pgvector, real[] otherwise).\n",
-	      out);
 }
 
 const cs_tablespec_t *cs_config_table_for_topic(const cs_config_t *cfg, const char *topic)
