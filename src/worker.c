@@ -669,10 +669,20 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 		return -1;
 	/* The consumer's memory counts against the cap of 3 x max_bytes: librdkafka's prefetch
 	 * queue, which one fetch response may overshoot, gets one batch's worth between them
-	 * (fetch.max.bytes max_bytes / 8, at least 1 MiB, the queue the rest). librdkafka 2.0
+	 * (fetch.max.bytes max_bytes / 8 within [max(1 MiB, message.max.bytes), 50 MiB], the
+	 * queue the rest). librdkafka 2.0
 	 * stops fetching for a second whenever that queue is full; a larger
 	 * queued.max.messages.kbytes buys throughput with memory (docs/BENCHMARKS.md). */
-	fetch_bytes = w->cfg->batch_max_bytes / 8 > 1048576 ? w->cfg->batch_max_bytes / 8 : 1048576;
+	fetch_bytes = w->cfg->batch_max_bytes / 8;
+	if (fetch_bytes > 52428800) /* librdkafka's own default, the most it needs */
+		fetch_bytes = 52428800;
+	/* librdkafka refuses a fetch.max.bytes below message.max.bytes (at least 1 MiB here) */
+	if (rd_kafka_conf_get(conf, "message.max.bytes", why, &(size_t){sizeof(why)}) ==
+		    RD_KAFKA_CONF_OK &&
+	    strtoll(why, NULL, 10) > fetch_bytes)
+		fetch_bytes = strtoll(why, NULL, 10);
+	if (fetch_bytes < 1048576)
+		fetch_bytes = 1048576;
 	queue_kbytes = (w->cfg->batch_max_bytes - fetch_bytes) / 1024;
 	snprintf(fetch, sizeof(fetch), "%lld", (long long)fetch_bytes);
 	snprintf(kbytes, sizeof(kbytes), "%lld", (long long)(queue_kbytes > 1024 ? queue_kbytes : 1024));

@@ -149,6 +149,25 @@ def test_write_when_idle(tmp_path, database, kafka, workers, copysink_bin):
     assert_events_exactly_once(database, backlog)
 
 
+def test_large_message_setting(tmp_path, database, kafka, workers, copysink_bin):
+    """[kafka] message.max.bytes above the worker's own fetch size (max_bytes / 8): the
+    consumer still starts (librdkafka refuses fetch.max.bytes < message.max.bytes) and
+    writes."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 1})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, kafka_settings={"message.max.bytes": "20000000"})
+    migrate(copysink_bin, config)
+    w = workers(config).start()
+    ids = list(range(100))
+    produce_events(kafka, topic, ids)
+    wait_for(lambda: stored_offsets(database, group) == end_offsets(kafka, topic), 30,
+             "entries written")
+    assert w.stop() == 0, w.log_text()[-2000:]
+    assert_events_exactly_once(database, ids)
+
+
 def test_postgres_outage(tmp_path, database, kafka, workers, copysink_bin, servers):
     """PostgreSQL stops while entries flow: the worker retries (not ready meanwhile), and
     everything lands exactly once when it is back."""
