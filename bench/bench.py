@@ -286,7 +286,7 @@ def warm_up(bootstrap, topic):
 
 
 def write_config(path, args, topic, group, max_rows, linger_ms=None, direct=True,
-                 when_idle=False, kafka_extra="", max_bytes=None):
+                 when_idle=False, kafka_extra="", max_bytes=None, fetch_wake=True):
     linger_ms = args.linger_ms if linger_ms is None else linger_ms
     path.write(f"""[kafka]
 bootstrap.servers = {args.kafka}
@@ -304,6 +304,7 @@ write_when_idle = {"on" if when_idle else "off"}
 
 [worker]
 stats_interval_s = 5
+fetch_wake = {"on" if fetch_wake else "off"}
 
 [http]
 listen =
@@ -324,7 +325,7 @@ def peak_rss_kb(pid):
 
 
 def run_copysink(args, topic, max_rows, log_name, conn, direct=True, profile=None,
-                 kafka_extra="", max_bytes=None):
+                 kafka_extra="", max_bytes=None, fetch_wake=True):
     """Start a worker with a fresh group on a topic produced beforehand; stop the clock when the
     last offset is stored in PostgreSQL. Returns (seconds, peak RSS in kB)."""
     group = "bench-" + uuid.uuid4().hex[:8]
@@ -332,7 +333,7 @@ def run_copysink(args, topic, max_rows, log_name, conn, direct=True, profile=Non
     with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg, \
             open(os.path.join(args.out, log_name), "wb") as logf:
         write_config(cfg, args, topic, group, max_rows, direct=direct, kafka_extra=kafka_extra,
-                     max_bytes=max_bytes)
+                     max_bytes=max_bytes, fetch_wake=fetch_wake)
         perf = None
         if profile:  # the whole machine: copysink, PostgreSQL and the broker share it
             perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", profile],
@@ -507,6 +508,12 @@ def main():
     log("copysink, new keys")
     dt, rss = run_copysink(args, t_new, 10000, "copysink_new.log", conn)
     res["copysink_new"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss}
+    log("copysink, new keys, fetch_wake = off")
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE memory_entries")
+    dt, rss5 = run_copysink(args, t_new, 10000, "copysink_new_nowake.log", conn,
+                            fetch_wake=False)
+    res["copysink_new_nowake"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss5}
     log("copysink, new keys, direct path off (staging and merge)")
     with conn.cursor() as cur:
         cur.execute("TRUNCATE memory_entries")
@@ -606,7 +613,8 @@ def targets(res):
          "{:.1f}"),
     ]
     rss = max(r["peak_rss_kb"] for r in [res["copysink_new"], res["copysink_update"],
-                                         res["copysink_new_merge"]]) / 1024
+                                         res["copysink_new_merge"],
+                                         res["copysink_new_nowake"]]) / 1024
     cap = 3 * res["max_bytes"] / 1048576 + 32
     out.append(("peak RSS (MB) at most 3 x max_bytes + 32 MB: room left", cap - rss, 0, "{:.0f}"))
     if "latency" in res:
@@ -649,6 +657,9 @@ def report(res, out):
     c_upd = res["copysink_update"]["rows_per_s"]
     rows = [
         ("copysink end to end, new keys", c_new, ""),
+        ("copysink end to end, new keys, fetch_wake = off",
+         res["copysink_new_nowake"]["rows_per_s"],
+         f"copysink/this {c_new / res['copysink_new_nowake']['rows_per_s']:.2f}"),
         ("copysink end to end, new keys, direct_copy = off",
          res["copysink_new_merge"]["rows_per_s"],
          f"/merge ceiling {res['copysink_new_merge']['rows_per_s'] / res['merge_new']['rows_per_s']:.2f}"),
@@ -675,6 +686,7 @@ def report(res, out):
               "summed durations of the batches' transactions, and their share of the run):", "",
               "| run | rows/s while writing | writer busy |", "|---|---:|---:|"]
     for key, log_name in (("copysink_new", "copysink_new.log"),
+                          ("copysink_new_nowake", "copysink_new_nowake.log"),
                           ("copysink_new_merge", "copysink_new_merge.log"),
                           ("copysink_new_bigqueue", "copysink_new_bigqueue.log"),
                           ("copysink_update", "copysink_upd.log")):
@@ -683,7 +695,8 @@ def report(res, out):
             lines.append(f"| {key} | {f[0]:,.0f} | {f[1]:.0%} |")
     mb = res["max_bytes"] / 1048576
     rss = max(r["peak_rss_kb"] for r in [res["copysink_new"], res["copysink_update"],
-                                         res["copysink_new_merge"]]) / 1024
+                                         res["copysink_new_merge"],
+                                         res["copysink_new_nowake"]]) / 1024
     lines += ["", f"Peak RSS of the worker at the default settings: {rss:.1f} MB (target "
               f"3 x max_bytes + 32 MB = {3 * mb + 32:.0f} MB)", "",
               f"Batch size sweep (max_bytes = {SWEEP_MAX_BYTES // 1048576} MB, so that max_rows "

@@ -12,6 +12,7 @@
 #include "copysink/batch.h"
 #include "copysink/decode.h"
 #include "copysink/dlq.h"
+#include "copysink/fetchwake.h"
 #include "copysink/kafkaconf.h"
 #include "copysink/log.h"
 #include "copysink/replay.h"
@@ -50,6 +51,9 @@ struct cs_worker {
 	int expected_cap;
 	int64_t batch_start_ms; /* when the batch got its first message */
 	bool paused;
+	cs_fetchwake_t *fw;  /* NULL when [worker] fetch_wake = off */
+	int64_t wake_every;  /* kick the waker after taking this many bytes (a quarter of the queue) */
+	int64_t wake_bytes;  /* bytes taken since the last kick */
 	volatile sig_atomic_t *stop;
 	cs_stats_shared_t *shared;
 	cs_stats_t stats, prev_stats;
@@ -280,6 +284,11 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 						 rkm->offset))
 		return CS_OK; /* past the end of the replay */
 	w->stats.messages++;
+	w->wake_bytes += (int64_t)(rkm->len + rkm->key_len);
+	if (w->fw != NULL && w->wake_bytes >= w->wake_every) {
+		cs_fetchwake_kick(w->fw);
+		w->wake_bytes = 0;
+	}
 	if (cs_batch_empty(w->batch))
 		w->batch_start_ms = now_ms();
 	part = cs_batch_add_message(w->batch, topic, rkm->partition, rkm->offset, rkm->key,
@@ -706,6 +715,10 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 	    (w->ropts != NULL && cs_kafkaconf_default(conf, w->cfg, "enable.partition.eof", "true",
 						      errstr, errstr_size)))
 		goto fail;
+	if (rd_kafka_conf_get(conf, "queued.max.messages.kbytes", why, &(size_t){sizeof(why)}) ==
+	    RD_KAFKA_CONF_OK)
+		queue_kbytes = strtoll(why, NULL, 10);
+	w->wake_every = queue_kbytes * 1024 / 4;
 	if (w->ropts == NULL)
 		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 	rd_kafka_conf_set_opaque(conf, w);
@@ -716,6 +729,13 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 	}
 	conf = NULL; /* owned by rk now */
 	rd_kafka_poll_set_consumer(w->rk);
+	if (w->cfg->worker_fetch_wake == NULL || strcmp(w->cfg->worker_fetch_wake, "off") != 0) {
+		w->fw = cs_fetchwake_new(w->rk);
+		if (w->fw == NULL) {
+			snprintf(errstr, errstr_size, "could not start the fetch waker thread");
+			return -1;
+		}
+	}
 	if (w->ropts != NULL)
 		return start_replay(w, errstr, errstr_size);
 	topics = rd_kafka_topic_partition_list_new(w->cfg->ntables);
@@ -988,6 +1008,7 @@ void cs_worker_destroy(cs_worker_t *w)
 {
 	if (w == NULL)
 		return;
+	cs_fetchwake_destroy(w->fw); /* before the consumer it queries */
 	if (w->rk != NULL) {
 		/* leaving the group revokes the partitions; the batch is empty or dropped by now */
 		rd_kafka_consumer_close(w->rk);

@@ -55,6 +55,7 @@ typedef struct cs_config {
 	int64_t retry_backoff_ms;   /* default 200: first retry delay after an infrastructure error */
 	int64_t retry_backoff_max_ms; /* default 10000 */
 	int64_t max_message_bytes;  /* default 16777216: larger message values are dead-lettered */
+	char *worker_fetch_wake;    /* owned; "on" (default) or "off": see fetchwake.h */
 	char *log_format;           /* owned; "logfmt" (default) or "json" */
 	char *log_level;            /* owned; "debug", "info" (default), "warning", "error" */
 
