@@ -4,6 +4,7 @@
 #include "copysink/dlq.h"
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,22 +14,30 @@
 
 struct cs_dlq {
 	rd_kafka_t *rk;
+	pthread_mutex_t lock; /* delivery reports may run on the loop and the writer thread */
 	uint64_t delivered;
-	uint64_t failed;      /* deliveries failed since the last flush */
 	char last_error[256]; /* the last delivery failure */
 };
 
-/* Delivery report: count successes, remember failures for the next flush. */
+void cs_dlq_tally_reset(cs_dlq_tally_t *tally)
+{
+	atomic_store(&tally->failed, 0);
+}
+
+/* Delivery report: count successes; charge a failure to the tally of the letter's batch. */
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
 {
 	cs_dlq_t *dlq = opaque;
+	cs_dlq_tally_t *tally = rkm->_private;
 
-	if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+	pthread_mutex_lock(&dlq->lock);
+	if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		dlq->delivered++;
-		return;
-	}
-	dlq->failed++;
-	snprintf(dlq->last_error, sizeof(dlq->last_error), "%s", rd_kafka_err2str(rkm->err));
+	else
+		snprintf(dlq->last_error, sizeof(dlq->last_error), "%s", rd_kafka_err2str(rkm->err));
+	pthread_mutex_unlock(&dlq->lock);
+	if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR && tally != NULL)
+		atomic_fetch_add(&tally->failed, 1);
 }
 
 cs_dlq_t *cs_dlq_new(const cs_config_t *cfg, char *errstr, size_t errstr_size)
@@ -37,7 +46,8 @@ cs_dlq_t *cs_dlq_new(const cs_config_t *cfg, char *errstr, size_t errstr_size)
 	rd_kafka_conf_t *conf = NULL;
 	char why[512];
 
-	if (dlq == NULL) {
+	if (dlq == NULL || pthread_mutex_init(&dlq->lock, NULL) != 0) {
+		free(dlq);
 		snprintf(errstr, errstr_size, "out of memory");
 		return NULL;
 	}
@@ -60,6 +70,7 @@ cs_dlq_t *cs_dlq_new(const cs_config_t *cfg, char *errstr, size_t errstr_size)
 fail:
 	if (conf != NULL)
 		rd_kafka_conf_destroy(conf);
+	pthread_mutex_destroy(&dlq->lock);
 	free(dlq);
 	return NULL;
 }
@@ -70,6 +81,7 @@ void cs_dlq_destroy(cs_dlq_t *dlq)
 		return;
 	rd_kafka_flush(dlq->rk, 10000);
 	rd_kafka_destroy(dlq->rk);
+	pthread_mutex_destroy(&dlq->lock);
 	free(dlq);
 }
 
@@ -82,7 +94,8 @@ static int add_header(rd_kafka_headers_t *hdrs, const char *name, const char *va
 											     : -1;
 }
 
-int cs_dlq_send(cs_dlq_t *dlq, const cs_dead_letter_t *dl, char *errstr, size_t errstr_size)
+int cs_dlq_send(cs_dlq_t *dlq, const cs_dead_letter_t *dl, cs_dlq_tally_t *tally, char *errstr,
+		size_t errstr_size)
 {
 	rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
 	char part[16], off[32], entry[16];
@@ -98,19 +111,21 @@ int cs_dlq_send(cs_dlq_t *dlq, const cs_dead_letter_t *dl, char *errstr, size_t 
 	    add_header(hdrs, "copysink.table", dl->table) ||
 	    add_header(hdrs, "copysink.sqlstate", dl->sqlstate)) {
 		rd_kafka_headers_destroy(hdrs);
+		atomic_fetch_add(&tally->failed, 1);
 		snprintf(errstr, errstr_size, "could not build dead-letter headers");
 		return -1;
 	}
 	err = cs_kafka_produce(dlq->rk, dl->dlq_topic, dl->key, dl->key_len, dl->value,
-			       dl->value_len, hdrs);
+			       dl->value_len, hdrs, tally);
 	if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 		/* wait for room once, then give up on this try */
 		rd_kafka_poll(dlq->rk, 1000);
 		err = cs_kafka_produce(dlq->rk, dl->dlq_topic, dl->key, dl->key_len, dl->value,
-				       dl->value_len, hdrs);
+				       dl->value_len, hdrs, tally);
 	}
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		rd_kafka_headers_destroy(hdrs); /* not taken by a failed producev */
+		atomic_fetch_add(&tally->failed, 1);
 		snprintf(errstr, errstr_size, "could not queue a dead letter for \"%s\": %s",
 			 dl->dlq_topic, rd_kafka_err2str(err));
 		return -1;
@@ -119,25 +134,34 @@ int cs_dlq_send(cs_dlq_t *dlq, const cs_dead_letter_t *dl, char *errstr, size_t 
 	return 0;
 }
 
-cs_err_t cs_dlq_flush(cs_dlq_t *dlq, int timeout_ms, char *errstr, size_t errstr_size)
+cs_err_t cs_dlq_flush(cs_dlq_t *dlq, cs_dlq_tally_t *tally, int timeout_ms, char *errstr,
+		      size_t errstr_size)
 {
 	rd_kafka_resp_err_t err = rd_kafka_flush(dlq->rk, timeout_ms);
+	uint64_t failed = atomic_load(&tally->failed);
 
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		snprintf(errstr, errstr_size, "dead letters not acknowledged within %d ms: %s",
 			 timeout_ms, rd_kafka_err2str(err));
 		return CS_ERR_RETRIABLE;
 	}
-	if (dlq->failed > 0) {
+	if (failed > 0) {
+		pthread_mutex_lock(&dlq->lock);
 		snprintf(errstr, errstr_size, "%llu dead letter(s) could not be delivered: %s",
-			 (unsigned long long)dlq->failed, dlq->last_error);
-		dlq->failed = 0;
+			 (unsigned long long)failed,
+			 dlq->last_error[0] ? dlq->last_error : "not queued");
+		pthread_mutex_unlock(&dlq->lock);
 		return CS_ERR_RETRIABLE;
 	}
 	return CS_OK;
 }
 
-uint64_t cs_dlq_delivered(const cs_dlq_t *dlq)
+uint64_t cs_dlq_delivered(cs_dlq_t *dlq)
 {
-	return dlq->delivered;
+	uint64_t n;
+
+	pthread_mutex_lock(&dlq->lock);
+	n = dlq->delivered;
+	pthread_mutex_unlock(&dlq->lock);
+	return n;
 }

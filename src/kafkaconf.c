@@ -79,9 +79,9 @@ int cs_kafkaconf_default(rd_kafka_conf_t *conf, const cs_config_t *cfg, const ch
  * expressions and cast away const, which a pedantic C11 build refuses. */
 rd_kafka_resp_err_t cs_kafka_produce(rd_kafka_t *rk, const char *topic, const void *key,
 				     size_t key_len, const void *value, size_t value_len,
-				     rd_kafka_headers_t *headers)
+				     rd_kafka_headers_t *headers, void *opaque)
 {
-	rd_kafka_vu_t vu[5];
+	rd_kafka_vu_t vu[6];
 	rd_kafka_error_t *error;
 	rd_kafka_resp_err_t err;
 	size_t n = 0;
@@ -100,6 +100,10 @@ rd_kafka_resp_err_t cs_kafka_produce(rd_kafka_t *rk, const char *topic, const vo
 	if (headers != NULL) {
 		vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
 		vu[n++].u.headers = headers;
+	}
+	if (opaque != NULL) {
+		vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
+		vu[n++].u.ptr = opaque;
 	}
 	error = rd_kafka_produceva(rk, vu, n);
 	if (error == NULL)

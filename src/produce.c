@@ -203,7 +203,8 @@ static int enqueue(run_t *r, bool keyed, char *errstr, size_t errstr_size)
 
 	for (;;) {
 		err = cs_kafka_produce(r->rk, r->topic, keyed ? r->key.data : NULL,
-				       keyed ? r->key.size : 0, r->value.data, r->value.size, NULL);
+				       keyed ? r->key.size : 0, r->value.data, r->value.size, NULL,
+				       NULL);
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 			break;
 		rd_kafka_poll(r->rk, POLL_MS);

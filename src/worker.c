@@ -39,8 +39,12 @@ struct cs_worker {
 	cs_decoder_t *dec2; /* re-opens a message to dead-letter one of its entries */
 	cs_batch_t *batch;    /* being filled by the loop */
 	cs_batch_t *inflight; /* being written by the writer thread (or waiting for a retry) */
+	cs_dlq_tally_t tallies[2];
+	cs_dlq_tally_t *fill_tally;   /* dead letters of `batch` that failed */
+	cs_dlq_tally_t *flight_tally; /* those of `inflight` (rows PostgreSQL rejected) */
 	cs_wthread_t *wt;
 	bool in_settle;       /* inside settle(): rebalance callbacks must not flush */
+	bool fatal;           /* a fatal error inside a callback: the loop stops with w->errstr */
 	bool write_when_idle; /* [batch] write_when_idle = on */
 	bool inflight_failed; /* the in-flight batch failed (retriable) and must be written again
 			       * before any later batch: batches commit in the order they filled */
@@ -179,10 +183,10 @@ static const char *dlq_topic(const cs_worker_t *w, int t, const char *topic, cha
 	return buf;
 }
 
-/* Queue one dead letter (any thread). @returns 0, or -1 with errbuf (retriable: the batch must
- * not commit). */
+/* Queue one dead letter of the batch whose tally is `tally` (any thread).
+ * @returns 0, or -1 with errbuf (retriable: the batch must not commit). */
 static int dead_letter(const cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t reason,
-		       char *errbuf, size_t errbuf_size)
+		       cs_dlq_tally_t *tally, char *errbuf, size_t errbuf_size)
 {
 	char topic[CS_MAX_TOPIC + 8];
 
@@ -191,13 +195,13 @@ static int dead_letter(const cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_rea
 	dl->reason = cs_reason_name(reason);
 	cs_log_fields(CS_LOG_WARNING, "entry dead-lettered", "reason", dl->reason, "error",
 		      dl->error, "topic", dl->topic, "dlq_topic", dl->dlq_topic, NULL);
-	return cs_dlq_send(w->dlq, dl, errbuf, errbuf_size);
+	return cs_dlq_send(w->dlq, dl, tally, errbuf, errbuf_size);
 }
 
 /* Queue a dead letter from the loop thread and count it. */
 static cs_err_t dead_letter_counted(cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t reason)
 {
-	if (dead_letter(w, dl, t, reason, w->errstr, sizeof(w->errstr)) != 0)
+	if (dead_letter(w, dl, t, reason, w->fill_tally, w->errstr, sizeof(w->errstr)) != 0)
 		return CS_ERR_RETRIABLE;
 	w->stats.dead_letters[reason]++;
 	return CS_OK;
@@ -334,8 +338,9 @@ static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char
 		dl.value = one.data;
 		dl.value_len = one.len;
 	}
-	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED, errbuf, sizeof(errbuf)) != 0 ||
-	    cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, errbuf, sizeof(errbuf)) != CS_OK) {
+	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED, w->flight_tally, errbuf,
+			sizeof(errbuf)) != 0 ||
+	    cs_dlq_flush(w->dlq, w->flight_tally, DLQ_FLUSH_MS, errbuf, sizeof(errbuf)) != CS_OK) {
 		cs_log_fields(CS_LOG_WARNING, "dead letter not delivered", "error", errbuf, NULL);
 		goto fail;
 	}
@@ -460,25 +465,74 @@ static int fill_expected(cs_worker_t *w)
 	return 0;
 }
 
+/* Some dead letters of the filling batch were not delivered: drop the batch and seek its
+ * partitions back to where it started, so that its entries are read, decoded and dead-lettered
+ * again. Letters that did arrive arrive twice (the dead-letter topic is at least once).
+ * @returns CS_ERR_RETRIABLE (wait, then go on), or CS_ERR_FATAL when the seek failed: the
+ *          consumer's position is then unknown and only a restart from the stored offsets is safe. */
+static cs_err_t rewind_batch(cs_worker_t *w)
+{
+	const cs_batch_part_t *parts;
+	rd_kafka_topic_partition_list_t *list;
+	rd_kafka_error_t *error = NULL;
+	char why[ERRSTR];
+	int nparts;
+	cs_err_t err = CS_ERR_RETRIABLE;
+
+	snprintf(why, sizeof(why), "%s", w->errstr);
+	cs_log_fields(CS_LOG_WARNING, "dead letters not delivered: the batch is read again",
+		      "error", why, NULL);
+	parts = cs_batch_parts(w->batch, &nparts);
+	list = rd_kafka_topic_partition_list_new(nparts > 0 ? nparts : 1);
+	for (int i = 0; i < nparts; i++)
+		if (parts[i].partition >= 0)
+			rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)
+				->offset = parts[i].first_offset;
+	if (list->cnt > 0)
+		error = rd_kafka_seek_partitions(w->rk, list, 10000);
+	for (int i = 0; error == NULL && i < list->cnt; i++)
+		if (list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			snprintf(w->errstr, sizeof(w->errstr), "could not seek \"%s\" [%d] back to %lld "
+				 "after undelivered dead letters: %s", list->elems[i].topic,
+				 (int)list->elems[i].partition, (long long)list->elems[i].offset,
+				 rd_kafka_err2str(list->elems[i].err));
+			err = CS_ERR_FATAL;
+		}
+	if (error != NULL) {
+		snprintf(w->errstr, sizeof(w->errstr), "could not seek back after undelivered dead "
+			 "letters: %s", rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+		err = CS_ERR_FATAL;
+	}
+	w->fatal = w->fatal || err == CS_ERR_FATAL; /* also when called from a rebalance */
+	rd_kafka_topic_partition_list_destroy(list);
+	cs_batch_reset(w->batch);
+	cs_dlq_tally_reset(w->fill_tally);
+	return err;
+}
+
 /* Hand the filled batch to the writer thread (its dead letters acknowledged first) and start
  * filling the other one. Precondition: nothing in flight (settle() returned CS_OK). */
 static cs_err_t submit(cs_worker_t *w)
 {
 	cs_batch_t *tmp;
-	cs_err_t err;
+	cs_dlq_tally_t *tally;
 
 	if (cs_batch_empty(w->batch))
 		return CS_OK;
 	if (w->inflight_failed || cs_wthread_busy(w->wt))
 		return CS_ERR_RETRIABLE; /* the older batch first */
-	err = cs_dlq_flush(w->dlq, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr));
-	if (err != CS_OK)
-		return err;
+	if (cs_dlq_flush(w->dlq, w->fill_tally, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr)) != CS_OK)
+		return rewind_batch(w);
 	if (fill_expected(w) != 0)
 		return CS_ERR_FATAL;
 	tmp = w->inflight;
 	w->inflight = w->batch;
 	w->batch = tmp;
+	tally = w->flight_tally;
+	w->flight_tally = w->fill_tally;
+	w->fill_tally = tally;
+	cs_dlq_tally_reset(w->fill_tally);
 	w->inflight_bytes = cs_batch_bytes(w->inflight);
 	cs_wthread_submit(w->wt, w->inflight, w->expected);
 	return CS_OK;
@@ -515,7 +569,9 @@ static cs_err_t collect(cs_worker_t *w)
 	if (!cs_wthread_busy(w->wt)) {
 		if (!w->inflight_failed)
 			return CS_OK;
-		/* the failed batch goes again, with the same expected offsets */
+		/* the failed batch goes again, with the same expected offsets (and its rejected
+		 * rows are dead-lettered again) */
+		cs_dlq_tally_reset(w->flight_tally);
 		cs_wthread_submit(w->wt, w->inflight, w->expected);
 	}
 	err = cs_wthread_wait(w->wt, &ms, w->errstr, sizeof(w->errstr));
@@ -780,6 +836,8 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 			snprintf(group, glen, "%s", cfg->kafka[i].value);
 	cs_decode_limits_default(&limits);
 	limits.max_message_bytes = (size_t)cfg->max_message_bytes;
+	w->fill_tally = &w->tallies[0];
+	w->flight_tally = &w->tallies[1];
 	w->dec = cs_decoder_new(&limits);
 	w->dec2 = cs_decoder_new(&limits);
 	w->batch = cs_batch_new(cfg->tables, cfg->ntables);
@@ -902,9 +960,8 @@ static cs_err_t handle(cs_worker_t *w, rd_kafka_message_t *rkm)
 			      "topic", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "", NULL);
 	rd_kafka_message_destroy(rkm);
 	if (err == CS_ERR_RETRIABLE) {
-		cs_log_fields(CS_LOG_WARNING, "dead letter not queued, retrying", "error", w->errstr,
-			      NULL);
-		err = CS_OK; /* the flush waits for the dead-letter producer and retries */
+		cs_log_fields(CS_LOG_WARNING, "dead letter not queued", "error", w->errstr, NULL);
+		err = CS_OK; /* counted in the batch's tally: the batch is read again, not committed */
 	}
 	return err;
 }
@@ -929,7 +986,7 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 
 	w->stop = stop;
 	w->stats_at_ms = now_ms();
-	while (!*stop && err != CS_ERR_FATAL) {
+	while (!*stop && err != CS_ERR_FATAL && !w->fatal) {
 		int64_t now = now_ms(), timeout = 100;
 		rd_kafka_message_t *rkm;
 		bool eager;
@@ -947,7 +1004,7 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 			err = settle(w, -1);
 			if (err == CS_OK)
 				err = submit(w);
-			if (err == CS_ERR_RETRIABLE) /* dead letters not acknowledged: retry later */
+			if (err == CS_ERR_RETRIABLE) /* dead letters not delivered: read again later */
 				err = CS_OK, sleep_ms(w->cfg->retry_backoff_ms);
 			continue;
 		}
@@ -978,7 +1035,8 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 			w->stats_at_ms = now_ms();
 		}
 	}
-	if (err == CS_ERR_FATAL) {
+	if (err == CS_ERR_FATAL || w->fatal) {
+		err = CS_ERR_FATAL;
 		snprintf(errstr, errstr_size, "%s", w->errstr);
 		return err;
 	}

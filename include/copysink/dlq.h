@@ -10,11 +10,15 @@
  *   copysink.table      the target table (when known)
  *   copysink.sqlstate   PostgreSQL's SQLSTATE (db_rejected only)
  * A batch is committed only after all of its dead letters are acknowledged by the broker
- * (cs_dlq_flush), so no entry is lost between the two.
+ * (cs_dlq_flush), so no entry is lost between the two. Each dead letter is counted against the
+ * tally of the batch it belongs to, so that a failure is charged to that batch and no other, and
+ * a batch whose tally shows a failure is read again from Kafka (its dead letters sent again)
+ * instead of being committed.
  */
 #ifndef COPYSINK_DLQ_H
 #define COPYSINK_DLQ_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +26,16 @@
 #include "copysink/err.h"
 
 typedef struct cs_dlq cs_dlq_t;
+
+/* The dead letters of one batch that failed: refused by the broker, timed out, or never
+ * queued. Delivery reports run on whichever thread serves the producer, hence the atomic.
+ * The owner embeds it and resets it (cs_dlq_tally_reset) whenever its batch starts afresh. */
+typedef struct cs_dlq_tally {
+	atomic_uint_fast64_t failed;
+} cs_dlq_tally_t;
+
+/* Zero the tally (no dead letter of it may still be waiting for its delivery report). */
+void cs_dlq_tally_reset(cs_dlq_tally_t *tally);
 
 /* Where a dead letter came from and why it is one. */
 typedef struct cs_dead_letter {
@@ -47,19 +61,23 @@ cs_dlq_t *cs_dlq_new(const cs_config_t *cfg, char *errstr, size_t errstr_size);
 /* Flush what is pending (up to 10 s) and free. NULL is a no-op. */
 void cs_dlq_destroy(cs_dlq_t *dlq);
 
-/* Queue a dead letter (copied). @returns 0, or -1 with errstr when it could not be queued. */
+/* Queue a dead letter (copied) counted against `tally` (which must outlive its delivery report).
+ * @returns 0, or -1 with errstr when it could not be queued (counted as failed in `tally`). */
 __attribute__((warn_unused_result)) int cs_dlq_send(cs_dlq_t *dlq, const cs_dead_letter_t *dl,
-						    char *errstr, size_t errstr_size);
+						    cs_dlq_tally_t *tally, char *errstr,
+						    size_t errstr_size);
 
 /*
- * Wait until every queued dead letter is acknowledged.
- * @returns CS_OK; CS_ERR_RETRIABLE when one failed or the wait timed out (the batch must not be
- *          committed; the entries will be consumed and dead-lettered again).
+ * Wait until every queued dead letter is acknowledged, then look at `tally`.
+ * @returns CS_OK; CS_ERR_RETRIABLE when the wait timed out or a dead letter of `tally` failed
+ *          (the tally keeps the failure: the batch must not be committed, and its entries must be
+ *          consumed and dead-lettered again).
  */
-__attribute__((warn_unused_result)) cs_err_t cs_dlq_flush(cs_dlq_t *dlq, int timeout_ms,
-							  char *errstr, size_t errstr_size);
+__attribute__((warn_unused_result)) cs_err_t cs_dlq_flush(cs_dlq_t *dlq, cs_dlq_tally_t *tally,
+							  int timeout_ms, char *errstr,
+							  size_t errstr_size);
 
 /* Dead letters acknowledged since the producer was created. */
-uint64_t cs_dlq_delivered(const cs_dlq_t *dlq);
+uint64_t cs_dlq_delivered(cs_dlq_t *dlq);
 
 #endif /* COPYSINK_DLQ_H */

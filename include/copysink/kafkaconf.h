@@ -27,11 +27,12 @@ int cs_kafkaconf_default(rd_kafka_conf_t *conf, const cs_config_t *cfg, const ch
 /*
  * Queue one message (its key and value copied) on `topic`. `headers` may be NULL; when the call
  * succeeds librdkafka owns them, otherwise the caller still does. A NULL key or value is sent
- * as null (a value of NULL is a tombstone).
+ * as null (a value of NULL is a tombstone). `opaque` reaches the delivery report as the
+ * message's _private (NULL: none).
  * @returns RD_KAFKA_RESP_ERR_NO_ERROR or librdkafka's error code (__QUEUE_FULL among them).
  */
 rd_kafka_resp_err_t cs_kafka_produce(rd_kafka_t *rk, const char *topic, const void *key,
 				     size_t key_len, const void *value, size_t value_len,
-				     rd_kafka_headers_t *headers);
+				     rd_kafka_headers_t *headers, void *opaque);
 
 #endif /* COPYSINK_KAFKACONF_H */

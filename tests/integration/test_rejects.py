@@ -77,3 +77,73 @@ def test_bad_rows_isolated(tmp_path, database, kafka, workers, copysink_bin):
             assert entry == -1 and value["score"] == -1.0
     # bisection, not row-by-row: O(k log n) savepoints, visible in the log as one warning
     assert w.log_text().count("rows rejected by PostgreSQL") == 1
+
+
+EVENTS_SPEC = """
+[table letters]
+topic = {topic}
+on_conflict = update
+columns = id bigint not null, body text not null
+key = id
+"""
+
+
+def test_undelivered_dead_letter_is_read_again(tmp_path, database, kafka, workers, copysink_bin):
+    """A dead letter the broker refuses (its topic takes at most 1,500 bytes a message) must
+    hold back its batch: the batch is read again until the letter is delivered, so the entry is
+    neither lost nor committed past. The fault is the real broker's own refusal."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+
+    topic = kafka.topic("letters")
+    kafka.create_topics({topic: 1})
+    dlq = topic + ".dlq"
+    for f in kafka.admin.create_topics([NewTopic(dlq, num_partitions=1, replication_factor=1,
+                                                 config={"max.message.bytes": "1500"})]).values():
+        f.result(timeout=60)
+    group = "g-" + kafka.prefix
+    config = write_config(tmp_path / "c.ini", bootstrap=kafka.bootstrap, conninfo=database,
+                          group=group, tables={}, batch={"max_rows": 1000, "linger_ms": 100},
+                          extra=EVENTS_SPEC.format(topic=topic))
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+
+    good = [{"id": i, "body": f"letter {i}"} for i in range(100)]
+    bad = msgpack.packb({"id": 7777, "pad": "x" * 4000})  # no body: missing_field, 4 kB
+    records = [(topic, msgpack.packb([e["id"]]), msgpack.packb(e)) for e in good[:50]]
+    records.append((topic, b"bad", bad))
+    records += [(topic, msgpack.packb([e["id"]]), msgpack.packb(e)) for e in good[50:]]
+    positions = kafka.produce(records)
+    bad_offset = positions[50][2]
+    ends = {(topic, 0): positions[-1][2] + 1}
+
+    w = workers(config).start()
+
+    def stored():
+        with psycopg2.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("SELECT topic, partition, next_offset FROM copysink_offsets "
+                        "WHERE group_id = %s", (group,))
+            return {(t, p): o for t, p, o in cur.fetchall()}
+
+    # while the topic refuses the letter, nothing at or past it commits
+    wait_for(lambda: w.log_text().count("dead letters not delivered") >= 3 or not w.alive(),
+             60, "the worker to try the batch three times")
+    assert w.alive(), w.log_text()[-3000:]
+    assert stored().get((topic, 0), 0) <= bad_offset, stored()
+    assert "MESSAGE_TOO_LARGE" in w.log_text() or "too large" in w.log_text().lower()
+
+    # the operator fixes the topic: the next attempt delivers the letter and commits the rest
+    res = ConfigResource("topic", dlq, incremental_configs=[ConfigEntry(
+        "max.message.bytes", "1048576", incremental_operation=AlterConfigOpType.SET)])
+    for f in kafka.admin.incremental_alter_configs([res]).values():
+        f.result(timeout=60)
+    wait_for(lambda: stored() == ends or not w.alive(), 120, "the worker to catch up")
+    assert w.stop() == 0, w.log_text()[-3000:]
+
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, body FROM letters ORDER BY id")
+        assert cur.fetchall() == [(e["id"], e["body"]) for e in good]
+    letters = kafka.read_all(dlq, 1)
+    assert letters, "the dead letter never arrived"
+    for m in letters:  # at least once: every copy is the refused entry, whole
+        h = {k: v.decode() for k, v in m.headers()}
+        assert (h["copysink.reason"], int(h["copysink.offset"])) == ("missing_field", bad_offset)
+        assert m.value() == bad and m.key() == b"bad"

@@ -80,6 +80,7 @@ static void test_delivered(void **state)
 	rd_kafka_t *consumer;
 	rd_kafka_topic_partition_list_t *tp;
 	rd_kafka_message_t *rkm = NULL;
+	cs_dlq_tally_t tally;
 	static const char *const want[][2] = {
 		{"copysink.reason", "missing_field"}, {"copysink.error", "missing required field \"name\""},
 		{"copysink.topic", "in"}, {"copysink.partition", "2"}, {"copysink.offset", "41"},
@@ -87,8 +88,9 @@ static void test_delivered(void **state)
 	};
 
 	assert_non_null(dlq);
-	assert_int_equal(cs_dlq_send(dlq, &dl, errstr, sizeof(errstr)), 0);
-	assert_int_equal(cs_dlq_flush(dlq, 10000, errstr, sizeof(errstr)), CS_OK);
+	cs_dlq_tally_reset(&tally);
+	assert_int_equal(cs_dlq_send(dlq, &dl, &tally, errstr, sizeof(errstr)), 0);
+	assert_int_equal(cs_dlq_flush(dlq, &tally, 10000, errstr, sizeof(errstr)), CS_OK);
 	assert_int_equal(cs_dlq_delivered(dlq), 1);
 	cs_dlq_destroy(dlq);
 
@@ -127,26 +129,37 @@ static void test_delivered(void **state)
 	rd_kafka_destroy(consumer);
 }
 
-/* A dead letter the broker refuses: the flush says so, as a retriable error. */
+/* A dead letter the broker refuses: the flush says so, as a retriable error, and the failure
+ * stays with its batch's tally: neither a second flush nor another batch's tally forgets or
+ * takes it. */
 static void test_delivery_failure(void **state)
 {
 	fixture_t *f = *state;
 	char errstr[512];
 	cs_dlq_t *dlq = cs_dlq_new(&f->cfg, errstr, sizeof(errstr));
-	cs_dead_letter_t dl = letter("broken.dlq");
+	cs_dead_letter_t bad = letter("broken.dlq"), good = letter("in.dlq");
+	cs_dlq_tally_t first, second;
 
 	assert_non_null(dlq);
+	cs_dlq_tally_reset(&first);
+	cs_dlq_tally_reset(&second);
 	rd_kafka_mock_topic_set_error(f->mcluster, "broken.dlq",
 				      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-	assert_int_equal(cs_dlq_send(dlq, &dl, errstr, sizeof(errstr)), 0);
-	assert_int_equal(cs_dlq_flush(dlq, 10000, errstr, sizeof(errstr)), CS_ERR_RETRIABLE);
+	assert_int_equal(cs_dlq_send(dlq, &bad, &first, errstr, sizeof(errstr)), 0);
+	assert_int_equal(cs_dlq_send(dlq, &good, &second, errstr, sizeof(errstr)), 0);
+	/* the other batch's flush waits for both letters but is charged only with its own */
+	assert_int_equal(cs_dlq_flush(dlq, &second, 10000, errstr, sizeof(errstr)), CS_OK);
+	assert_int_equal(cs_dlq_flush(dlq, &first, 10000, errstr, sizeof(errstr)), CS_ERR_RETRIABLE);
 	assert_non_null(strstr(errstr, "could not be delivered"));
-	assert_int_equal(cs_dlq_delivered(dlq), 0);
-	/* once the topic works again, a new attempt goes through */
-	rd_kafka_mock_topic_set_error(f->mcluster, "broken.dlq", RD_KAFKA_RESP_ERR_NO_ERROR);
-	assert_int_equal(cs_dlq_send(dlq, &dl, errstr, sizeof(errstr)), 0);
-	assert_int_equal(cs_dlq_flush(dlq, 10000, errstr, sizeof(errstr)), CS_OK);
+	/* flushing again does not make the failed letter go away */
+	assert_int_equal(cs_dlq_flush(dlq, &first, 10000, errstr, sizeof(errstr)), CS_ERR_RETRIABLE);
 	assert_int_equal(cs_dlq_delivered(dlq), 1);
+	/* once the topic works again, the batch read again (a fresh tally) goes through */
+	rd_kafka_mock_topic_set_error(f->mcluster, "broken.dlq", RD_KAFKA_RESP_ERR_NO_ERROR);
+	cs_dlq_tally_reset(&first);
+	assert_int_equal(cs_dlq_send(dlq, &bad, &first, errstr, sizeof(errstr)), 0);
+	assert_int_equal(cs_dlq_flush(dlq, &first, 10000, errstr, sizeof(errstr)), CS_OK);
+	assert_int_equal(cs_dlq_delivered(dlq), 2);
 	cs_dlq_destroy(dlq);
 }
 
