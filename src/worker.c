@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "copysink/batch.h"
 #include "copysink/decode.h"
@@ -67,6 +68,7 @@ struct cs_worker {
 	uint64_t w_sqlstate_count;
 	int64_t stats_at_ms;
 	long kill_after_commits; /* fault injection for tests; 0 = off */
+	long stall_before_write_ms; /* fault injection for tests: the loop stalls once; 0 = off */
 	cs_replay_t *replay;     /* replay mode: own assignment, no group, no offsets */
 	const cs_replay_opts_t *ropts;
 	char errstr[ERRSTR];
@@ -534,6 +536,12 @@ static cs_err_t submit(cs_worker_t *w)
 	w->fill_tally = tally;
 	cs_dlq_tally_reset(w->fill_tally);
 	w->inflight_bytes = cs_batch_bytes(w->inflight);
+	if (w->stall_before_write_ms > 0) {
+		/* tests: the loop stalls (no poll) holding a batch, long enough to be thrown out of
+		 * the group; its write must then be fenced */
+		sleep_ms(w->stall_before_write_ms);
+		w->stall_before_write_ms = 0;
+	}
 	cs_wthread_submit(w->wt, w->inflight, w->expected);
 	return CS_OK;
 }
@@ -771,6 +779,15 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 	    (w->ropts != NULL && cs_kafkaconf_default(conf, w->cfg, "enable.partition.eof", "true",
 						      errstr, errstr_size)))
 		goto fail;
+	/* a replay must never commit into the group of the live worker, whatever [kafka] says */
+	if (w->ropts != NULL &&
+	    (rd_kafka_conf_set(conf, "enable.auto.commit", "false", why, sizeof(why)) !=
+		     RD_KAFKA_CONF_OK ||
+	     rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", why, sizeof(why)) !=
+		     RD_KAFKA_CONF_OK)) {
+		snprintf(errstr, errstr_size, "could not configure the replay's consumer: %s", why);
+		goto fail;
+	}
 	if (rd_kafka_conf_get(conf, "queued.max.messages.kbytes", why, &(size_t){sizeof(why)}) ==
 	    RD_KAFKA_CONF_OK)
 		queue_kbytes = strtoll(why, NULL, 10);
@@ -827,9 +844,14 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 	}
 	w->cfg = cfg;
 	w->shared = shared;
+	/* the retry backoff's jitter: workers restarted together must not retry in step */
+	srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
 	w->ropts = replay;
 	if (getenv("COPYSINK_TEST_KILL_AFTER_COMMITS") != NULL)
 		w->kill_after_commits = strtol(getenv("COPYSINK_TEST_KILL_AFTER_COMMITS"), NULL, 10);
+	if (getenv("COPYSINK_TEST_STALL_BEFORE_WRITE_MS") != NULL)
+		w->stall_before_write_ms =
+			strtol(getenv("COPYSINK_TEST_STALL_BEFORE_WRITE_MS"), NULL, 10);
 	group[0] = '\0';
 	for (int i = 0; i < cfg->nkafka; i++)
 		if (strcmp(cfg->kafka[i].key, "group.id") == 0)

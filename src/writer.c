@@ -125,7 +125,9 @@ cs_err_t cs_writer_classify(const char *sqlstate)
 	if (strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "40001") == 0 ||
 	    strcmp(sqlstate, "40P01") == 0 || strncmp(sqlstate, "53", 2) == 0 ||
 	    strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "58", 2) == 0 ||
-	    strcmp(sqlstate, "55P03") == 0)
+	    strcmp(sqlstate, "55P03") == 0 ||
+	    strcmp(sqlstate, "57014") == 0 || /* statement timeout or cancelled by an operator */
+	    strcmp(sqlstate, "25006") == 0)   /* a read-only server: a standby after a failover */
 		return CS_ERR_RETRIABLE;
 	return CS_ERR_FATAL;
 }
@@ -809,7 +811,9 @@ cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 		if (PQstatus(w->conn) == CONNECTION_OK &&
 		    PQtransactionStatus(w->conn) != PQTRANS_IDLE)
 			PQclear(PQexec(w->conn, "ROLLBACK"));
-		if (PQstatus(w->conn) != CONNECTION_OK)
+		/* a read-only server (a standby after a failover): connect again, which with
+		 * target_session_attrs=read-write in the conninfo finds the new primary */
+		if (PQstatus(w->conn) != CONNECTION_OK || strcmp(w->sqlstate, "25006") == 0)
 			cs_writer_disconnect(w);
 	}
 	return err;

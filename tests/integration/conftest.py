@@ -172,10 +172,12 @@ class Worker:
         self.log_path = log_path
         self.proc = None
 
-    def start(self, *extra):
+    def start(self, *extra, env=None):
+        """env: more environment variables for this worker only."""
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([self.binary, "run", "-c", self.config, *extra],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         return self
 
     def stop(self, timeout=60):

@@ -100,6 +100,43 @@ def test_zombie_is_fenced(tmp_path, database, kafka, workers, copysink_bin):
     assert stored_offsets(database, group) == ends
 
 
+def test_zombie_batch_is_fenced(tmp_path, database, kafka, workers, copysink_bin):
+    """The fenced path, forced: worker A's loop stalls (the COPYSINK_TEST_STALL_BEFORE_WRITE_MS
+    hook) holding a full batch, so it polls no more and librdkafka takes it out of the group
+    after max.poll.interval.ms; worker B gets the partitions and commits everything. When A's
+    stall ends it writes the batch before it can hear of the rebalance: the offsets update
+    finds B's offsets, not the ones A's batch started from, and rolls the transaction back."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 2})
+    group = "g-" + kafka.prefix
+    fast = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 400,
+            "max.poll.interval.ms": 3000}
+    cfg_a = events_config(tmp_path, "a.ini", kafka=kafka, conninfo=database, topic=topic,
+                          group=group, batch={"max_rows": 100000, "linger_ms": 500},
+                          kafka_settings=fast)
+    cfg_b = events_config(tmp_path, "b.ini", kafka=kafka, conninfo=database, topic=topic,
+                          group=group, batch={"max_rows": 100000, "linger_ms": 200},
+                          kafka_settings=fast)
+    migrate(copysink_bin, cfg_a)
+    ids = list(range(1000))
+
+    a = workers(cfg_a, "a").start(env={"COPYSINK_TEST_STALL_BEFORE_WRITE_MS": "12000"})
+    wait_for(lambda: a.log_text().count("assigned") >= 2, 60, "A to get both partitions")
+    b = workers(cfg_b, "b").start()
+    time.sleep(3)  # B has joined and taken one partition; A holds the other
+    produce_events(kafka, topic, ids)
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends, 60, "B to commit everything")
+    wait_for(lambda: "batch dropped: partitions fenced" in a.log_text() or not a.alive(), 60,
+             "A's stale batch to be fenced")
+    assert a.alive() and b.alive()
+    assert b.stop() == 0
+    assert a.stop() == 0
+    assert "batch committed" not in a.log_text(), a.log_text()[-3000:]
+    assert_events_exactly_once(database, ids)
+    assert stored_offsets(database, group) == ends
+
+
 def test_sigterm_writes_pending_batch(tmp_path, database, kafka, workers, copysink_bin):
     """SIGTERM with a batch pending (long linger): it is written and committed, exit 0."""
     topic = kafka.topic("events")

@@ -226,6 +226,7 @@ static void test_classify(void **state)
 		{"22003", CS_ERR_DATA},      {"23502", CS_ERR_DATA},      {"23514", CS_ERR_DATA},
 		{"54000", CS_ERR_DATA},      {"08006", CS_ERR_RETRIABLE}, {"57P01", CS_ERR_RETRIABLE},
 		{"40001", CS_ERR_RETRIABLE}, {"40P01", CS_ERR_RETRIABLE}, {"53100", CS_ERR_RETRIABLE},
+		{"57014", CS_ERR_RETRIABLE}, {"25006", CS_ERR_RETRIABLE}, {"55P03", CS_ERR_RETRIABLE},
 		{"42P01", CS_ERR_FATAL},     {"42501", CS_ERR_FATAL},     {NULL, CS_ERR_RETRIABLE},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
