@@ -519,7 +519,7 @@ def main():
         cur.execute("TRUNCATE memory_entries")
     dt, rss3 = run_copysink(args, t_new, 10000, "copysink_new_merge.log", conn, direct=False)
     res["copysink_new_merge"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss3}
-    big = 4 * args.max_bytes // 1024  # the default is max_bytes less fetch.max.bytes
+    big = 4 * args.max_bytes // 1024  # the default: half of max_bytes less fetch.max.bytes
     log(f"copysink, new keys, queued.max.messages.kbytes = {big} (4 x max_bytes)")
     with conn.cursor() as cur:
         cur.execute("TRUNCATE memory_entries")
@@ -570,7 +570,7 @@ def main():
                                max_bytes=SWEEP_MAX_BYTES, kafka_extra=(
                                    f"fetch.max.bytes = {args.max_bytes // 8}\n"
                                    f"queued.max.messages.kbytes = "
-                                   f"{(args.max_bytes - args.max_bytes // 8) // 1024}\n"))
+                                   f"{(args.max_bytes - args.max_bytes // 8) // 2048}\n"))
         res["batch_sizes"].append({"max_rows": bs, "rows_per_s": n / dt, "peak_rss_kb": rss})
 
     if args.profile:

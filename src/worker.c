@@ -728,6 +728,12 @@ static int start_replay(cs_worker_t *w, char *errstr, size_t errstr_size)
 	return 0;
 }
 
+/* True unless [worker] fetch_wake = off. */
+static bool fetch_wake_on(const cs_config_t *cfg)
+{
+	return cfg->worker_fetch_wake == NULL || strcmp(cfg->worker_fetch_wake, "off") != 0;
+}
+
 /* Create the consumer with the worker's safe defaults and subscribe to the tables' topics
  * (or, for a replay, assign the partitions from the replay's positions). */
 static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
@@ -743,9 +749,10 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 	/* The consumer's memory counts against the cap of 3 x max_bytes: librdkafka's prefetch
 	 * queue, which one fetch response may overshoot, gets one batch's worth between them
 	 * (fetch.max.bytes max_bytes / 8 within [max(1 MiB, message.max.bytes), 50 MiB], the
-	 * queue the rest). librdkafka 2.0
-	 * stops fetching for a second whenever that queue is full; a larger
-	 * queued.max.messages.kbytes buys throughput with memory (docs/BENCHMARKS.md). */
+	 * queue the rest, or half of the rest with the fetch waker). librdkafka 2.0 stops
+	 * fetching for up to a second whenever that queue is full, unless the waker wakes it
+	 * (fetchwake.h); a larger queued.max.messages.kbytes buys throughput with memory
+	 * (docs/BENCHMARKS.md). */
 	fetch_bytes = w->cfg->batch_max_bytes / 8;
 	if (fetch_bytes > 52428800) /* librdkafka's own default, the most it needs */
 		fetch_bytes = 52428800;
@@ -757,6 +764,10 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 	if (fetch_bytes < 1048576)
 		fetch_bytes = 1048576;
 	queue_kbytes = (w->cfg->batch_max_bytes - fetch_bytes) / 1024;
+	/* with the fetch waker the queue refills within a round trip, not a second: half of it
+	 * keeps the writer as busy (measured: docs/BENCHMARKS.md) and holds 14 MB less */
+	if (fetch_wake_on(w->cfg))
+		queue_kbytes /= 2;
 	snprintf(fetch, sizeof(fetch), "%lld", (long long)fetch_bytes);
 	snprintf(kbytes, sizeof(kbytes), "%lld", (long long)(queue_kbytes > 1024 ? queue_kbytes : 1024));
 	if (w->ropts == NULL &&
@@ -802,7 +813,7 @@ static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
 	}
 	conf = NULL; /* owned by rk now */
 	rd_kafka_poll_set_consumer(w->rk);
-	if (w->cfg->worker_fetch_wake == NULL || strcmp(w->cfg->worker_fetch_wake, "off") != 0) {
+	if (fetch_wake_on(w->cfg)) {
 		w->fw = cs_fetchwake_new(w->rk);
 		if (w->fw == NULL) {
 			snprintf(errstr, errstr_size, "could not start the fetch waker thread");
