@@ -325,6 +325,14 @@ bool cs_batch_empty(const cs_batch_t *b)
 	return b->nparts == 0;
 }
 
+bool cs_batch_due(const cs_batch_t *b, const cs_batch_bounds_t *bounds, int64_t age_ms)
+{
+	if (cs_batch_empty(b))
+		return false;
+	return (int64_t)cs_batch_entries(b) >= bounds->max_rows ||
+	       (int64_t)cs_batch_bytes(b) >= bounds->max_bytes || age_ms >= bounds->linger_ms;
+}
+
 const cs_batch_table_t *cs_batch_table(const cs_batch_t *b, int t)
 {
 	return &b->tables[t];

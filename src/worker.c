@@ -911,11 +911,10 @@ fail:
 /* True when the batch must be written now. */
 static bool batch_due(const cs_worker_t *w, int64_t now)
 {
-	if (cs_batch_empty(w->batch))
-		return false;
-	return (int64_t)cs_batch_entries(w->batch) >= w->cfg->batch_max_rows ||
-	       (int64_t)cs_batch_bytes(w->batch) >= w->cfg->batch_max_bytes ||
-	       now - w->batch_start_ms >= w->cfg->batch_linger_ms;
+	const cs_batch_bounds_t bounds = {w->cfg->batch_max_rows, w->cfg->batch_max_bytes,
+					  w->cfg->batch_linger_ms};
+
+	return cs_batch_due(w->batch, &bounds, now - w->batch_start_ms);
 }
 
 /* Collect the batch in flight, retrying infrastructure errors with exponential backoff and

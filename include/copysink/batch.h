@@ -114,6 +114,17 @@ size_t cs_batch_bytes(const cs_batch_t *b);
 /* True when the batch holds no partition at all (nothing consumed). */
 bool cs_batch_empty(const cs_batch_t *b);
 
+/* The [batch] bounds: a batch is written as soon as one is reached. */
+typedef struct cs_batch_bounds {
+	int64_t max_rows;  /* entries offered (cs_batch_entries) */
+	int64_t max_bytes; /* bytes held (cs_batch_bytes) */
+	int64_t linger_ms; /* age of the batch's first message */
+} cs_batch_bounds_t;
+
+/* True when the batch must be written now: it is not empty and has reached a bound, its first
+ * message having arrived `age_ms` ago. An empty batch is never due. */
+bool cs_batch_due(const cs_batch_t *b, const cs_batch_bounds_t *bounds, int64_t age_ms);
+
 /* The table t (rows and tuples) and the partitions, for the writer. */
 const cs_batch_table_t *cs_batch_table(const cs_batch_t *b, int t);
 int cs_batch_ntables(const cs_batch_t *b);

@@ -237,6 +237,43 @@ def test_postgres_outage(tmp_path, database, kafka, workers, copysink_bin, serve
     assert_events_exactly_once(database, list(range(3000)))
 
 
+def test_second_signal_exits_at_once(tmp_path, database, kafka, workers, copysink_bin,
+                                     servers):
+    """SIGTERM while PostgreSQL is down: the worker drains, retrying within its grace period;
+    a second signal (SIGINT) ends it at once. What it held was not committed, so the next
+    worker reads it again: every entry exactly once."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 2})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 500, "linger_ms": 100})
+    migrate(copysink_bin, config)
+    w = workers(config).start()
+    wait_for(lambda: w.log_text().count("assigned") >= 2, 60, "partitions")
+    servers.pg_stop()
+    try:
+        produce_events(kafka, topic, range(600))
+        wait_for(lambda: "will retry" in w.log_text() or not w.alive(), 60, "a retry")
+        w.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping: writing what is pending" in w.log_text() or not w.alive(),
+                 30, "the drain to start")
+        time.sleep(1)
+        assert w.alive(), "the drain must wait for PostgreSQL within its grace period"
+        t0 = time.time()
+        w.proc.send_signal(signal.SIGINT)
+        rc = w.proc.wait(timeout=10)
+        assert time.time() - t0 < 3, "a second signal must exit at once"
+        assert rc == 128 + signal.SIGINT
+    finally:
+        servers.pg_start()
+    assert stored_offsets(database, group) == {}
+    w2 = workers(config, "w2").start()
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends or not w2.alive(), 120, "catch-up")
+    assert w2.stop() == 0, w2.log_text()[-3000:]
+    assert_events_exactly_once(database, list(range(600)))
+
+
 def test_broker_restart(tmp_path, database, kafka, workers, copysink_bin, servers):
     """The broker restarts while the worker runs: it waits, resumes and loses nothing."""
     topic = kafka.topic("events")

@@ -1,5 +1,5 @@
 /*
- * test_batch.c - deduplication by conflict key, offsets per partition, byte accounting
+ * test_batch.c - deduplication by conflict key, offsets per partition, byte accounting, bounds
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -216,6 +216,37 @@ static void test_many_keys(void **state)
 		assert_true(cs_batch_table(b, 0)->rows[r].live);
 }
 
+/* The bounds: each one alone makes the batch due, exactly at the bound and not before; an empty
+ * batch never is, whatever its age. */
+static void test_due(void **state)
+{
+	cs_batch_t *b = *state;
+	const cs_batch_bounds_t bounds = {.max_rows = 3, .max_bytes = 1000, .linger_ms = 200};
+	cs_batch_bounds_t bytes_only = {.max_rows = 1000, .max_bytes = 0, .linger_ms = 1000000};
+	char big[400];
+
+	assert_false(cs_batch_due(b, &bounds, 1000000));
+	push(b, 0, "t", 0, 1, "a", "1");
+	assert_false(cs_batch_due(b, &bounds, 0));
+	assert_false(cs_batch_due(b, &bounds, 199));
+	assert_true(cs_batch_due(b, &bounds, 200)); /* linger_ms */
+	push(b, 0, "t", 0, 2, "b", "2");
+	assert_false(cs_batch_due(b, &bounds, 0));
+	push(b, 0, "t", 0, 3, "a", "3"); /* a duplicate still counts as an entry offered */
+	assert_true(cs_batch_due(b, &bounds, 0)); /* max_rows */
+	cs_batch_reset(b);
+	assert_false(cs_batch_due(b, &bounds, 1000000));
+
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	push(b, 0, "t", 0, 4, "c", big);
+	bytes_only.max_bytes = (int64_t)cs_batch_bytes(b) + 1;
+	assert_false(cs_batch_due(b, &bytes_only, 0));
+	push(b, 0, "t", 0, 5, "d", "5");
+	assert_true(cs_batch_due(b, &bytes_only, 0)); /* max_bytes */
+	assert_true((int64_t)cs_batch_bytes(b) >= bytes_only.max_bytes);
+}
+
 /* SQLSTATE classes decide what the worker does. */
 static void test_classify(void **state)
 {
@@ -243,6 +274,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_row_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_due, setup, teardown),
 		cmocka_unit_test(test_classify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
