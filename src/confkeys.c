@@ -28,9 +28,10 @@ const keydef_t cs_conf_keys[] = {
 	 FIELD(batch_max_bytes), "write the batch once it holds this many bytes of COPY"},
 	{"batch", "linger_ms", KT_INT, "200", 0, 600000, NULL, NULL, FIELD(batch_linger_ms),
 	 "write the batch once its first entry has waited this long"},
-	{"batch", "write_when_idle", KT_ENUM, "off", 0, 0, "off|on", NULL,
+	{"batch", "write_when_idle", KT_ENUM, "on", 0, 0, "off|on", NULL,
 	 FIELD(batch_write_when_idle),
-	 "on: write the batch at once when the writer is idle and no entry is waiting"},
+	 "on: write the batch at once when the writer is idle and no entry is waiting; "
+	 "off: every batch waits for one of its bounds"},
 	{"dlq", "topic", KT_STRING, "", 0, 0, NULL, check_topic_or_empty, FIELD(dlq_topic),
 	 "dead-letter topic of every table; empty = <source topic>.dlq"},
 	{"worker", "stats_interval_s", KT_INT, "10", 0, 86400, NULL, NULL, FIELD(stats_interval_s),

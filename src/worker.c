@@ -883,8 +883,8 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 		snprintf(errstr, errstr_size, "out of memory");
 		goto fail;
 	}
-	w->write_when_idle = cfg->batch_write_when_idle != NULL &&
-			     strcmp(cfg->batch_write_when_idle, "on") == 0;
+	w->write_when_idle = cfg->batch_write_when_idle == NULL ||
+			     strcmp(cfg->batch_write_when_idle, "off") != 0;
 	cs_writer_set_direct(w->writer, cfg->pg_direct_copy == NULL ||
 						strcmp(cfg->pg_direct_copy, "off") != 0);
 	*err = cs_writer_connect(w->writer, errstr, errstr_size);

@@ -44,7 +44,7 @@ typedef struct cs_config {
 	int64_t batch_max_rows;  /* default 10000 */
 	int64_t batch_max_bytes; /* default 33554432: encoded COPY bytes held in one batch */
 	int64_t batch_linger_ms; /* default 200 */
-	char *batch_write_when_idle; /* owned; "off" (default) or "on": see the worker's loop */
+	char *batch_write_when_idle; /* owned; "on" (default) or "off": see the worker's loop */
 
 	/* [dlq] */
 	char *dlq_topic; /* owned; NULL or "" = "<source topic>.dlq" */

@@ -73,7 +73,8 @@ def test_zombie_is_fenced(tmp_path, database, kafka, workers, copysink_bin):
     group = "g-" + kafka.prefix
     fast = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
     cfg_a = events_config(tmp_path, "a.ini", kafka=kafka, conninfo=database, topic=topic,
-                          group=group, batch={"max_rows": 100000, "linger_ms": 6000},
+                          group=group, batch={"max_rows": 100000, "linger_ms": 6000,
+                                              "write_when_idle": "off"},
                           kafka_settings=fast)
     cfg_b = events_config(tmp_path, "b.ini", kafka=kafka, conninfo=database, topic=topic,
                           group=group, batch={"max_rows": 100000, "linger_ms": 200},
@@ -143,7 +144,8 @@ def test_sigterm_writes_pending_batch(tmp_path, database, kafka, workers, copysi
     kafka.create_topics({topic: 3})
     group = "g-" + kafka.prefix
     config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
-                           group=group, batch={"max_rows": 100000, "linger_ms": 60000})
+                           group=group, batch={"max_rows": 100000, "linger_ms": 60000,
+                                               "write_when_idle": "off"})
     migrate(copysink_bin, config)
     w = workers(config).start()
     wait_for(lambda: "assigned" in w.log_text(), 60, "partitions")
@@ -159,15 +161,16 @@ def test_sigterm_writes_pending_batch(tmp_path, database, kafka, workers, copysi
 
 
 def test_write_when_idle(tmp_path, database, kafka, workers, copysink_bin):
-    """write_when_idle = on: with linger_ms at a minute, entries are written as soon as they
-    arrive (the test above shows that nothing is written before linger_ms without it); a
-    backlog is still written in batches of many entries, not one transaction per entry."""
+    """write_when_idle = on, the default (the config leaves it out): with linger_ms at a
+    minute, entries are written as soon as they arrive (the test above shows that nothing is
+    written before linger_ms with it off); a backlog is still written in batches of many
+    entries, not one transaction per entry."""
     topic = kafka.topic("events")
     kafka.create_topics({topic: 3})
     group = "g-" + kafka.prefix
     config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
-                           group=group, batch={"max_rows": 100000, "linger_ms": 60000,
-                                               "write_when_idle": "on"})
+                           group=group, batch={"max_rows": 100000, "linger_ms": 60000})
+    assert "write_when_idle" not in open(config).read()
     migrate(copysink_bin, config)
     backlog = list(range(20000))
     produce_events(kafka, topic, backlog)
