@@ -155,6 +155,35 @@ def raw_ceiling(conn, copy_bytes, n):
     return dt
 
 
+def raw_ceiling_parallel(conninfo, conn, parts, n):
+    """The raw ceiling with one connection per part, all at once: a psql \\copy each (separate
+    processes, so that nothing on the client side is shared), the clock from starting them to
+    the last one done."""
+    clone_table(conn, "bench_raw")
+    files = []
+    try:
+        for part in parts:
+            f = tempfile.NamedTemporaryFile(suffix=".copy", delete=False)
+            f.write(part)
+            f.close()
+            files.append(f.name)
+        cols = ", ".join(COLS)
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo,
+                                   "-c", f"\\copy bench_raw ({cols}) FROM '{name}' "
+                                   "(FORMAT binary)"]) for name in files]
+        if any(p.wait() != 0 for p in procs):
+            raise RuntimeError("raw ceiling: a psql \\copy failed")
+        dt = time.perf_counter() - t0
+    finally:
+        for name in files:
+            os.unlink(name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM bench_raw")
+        assert cur.fetchone()[0] == n
+    return dt
+
+
 def merge_ceiling(conn, table, copy_bytes):
     """Binary COPY into a temp table, then the same INSERT ... ON CONFLICT, one transaction."""
     conn.autocommit = False
@@ -325,35 +354,46 @@ def peak_rss_kb(pid):
 
 
 def run_copysink(args, topic, max_rows, log_name, conn, direct=True, profile=None,
-                 kafka_extra="", max_bytes=None, fetch_wake=True, when_idle=True):
-    """Start a worker with a fresh group on a topic produced beforehand; stop the clock when the
-    last offset is stored in PostgreSQL. Returns (seconds, peak RSS in kB)."""
+                 kafka_extra="", max_bytes=None, fetch_wake=True, when_idle=True, workers=1):
+    """Start a worker (or several in one group, each with its own connection and a share of
+    the partitions) with a fresh group on a topic produced beforehand; stop the clock when the
+    last offset is stored in PostgreSQL. Returns (seconds, peak RSS in kB, summed over the
+    workers)."""
     group = "bench-" + uuid.uuid4().hex[:8]
     ends = end_offsets(args.kafka, topic)
-    with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg, \
-            open(os.path.join(args.out, log_name), "wb") as logf:
+    names = [log_name] if workers == 1 else \
+        [log_name.replace(".log", f"_w{i + 1}.log") for i in range(workers)]
+    logs = [open(os.path.join(args.out, name), "wb") for name in names]
+    procs = []
+    perf = None
+    with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg:
         write_config(cfg, args, topic, group, max_rows, direct=direct, kafka_extra=kafka_extra,
                      max_bytes=max_bytes, fetch_wake=fetch_wake, when_idle=when_idle)
-        perf = None
-        if profile:  # the whole machine: copysink, PostgreSQL and the broker share it
-            perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", profile],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([args.bin, "run", "-c", cfg.name], stdout=logf, stderr=logf)
         try:
+            if profile:  # the whole machine: copysink, PostgreSQL and the broker share it
+                perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", profile],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1)
+            t0 = time.perf_counter()
+            procs = [subprocess.Popen([args.bin, "run", "-c", cfg.name], stdout=f, stderr=f)
+                     for f in logs]
             while stored(conn, group) != ends:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"copysink exited with {proc.returncode}, see {log_name}")
+                for proc, name in zip(procs, names):
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"copysink exited with {proc.returncode}, see {name}")
                 time.sleep(0.01)
             dt = time.perf_counter() - t0
-            rss = peak_rss_kb(proc.pid)
+            rss = sum(peak_rss_kb(proc.pid) for proc in procs)
         finally:
             if perf is not None:
                 perf.send_signal(signal.SIGINT)
                 perf.wait(60)
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(60)
+            for f in logs:
+                f.close()
     return dt, rss
 
 
@@ -534,6 +574,17 @@ def main():
                             kafka_extra=f"queued.max.messages.kbytes = {big}\n")
     res["copysink_new_bigqueue"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss4,
                                     "queued_max_messages_kbytes": big}
+    # several writers: workers in one group, each with its own connection and partitions
+    res["copysink_workers"] = [{"workers": 1, **{k: res["copysink_new"][k] for k in
+                                                 ("seconds", "rows_per_s", "peak_rss_kb")}}]
+    for k in (2, 3):
+        log(f"copysink, new keys, {k} workers in one group")
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE memory_entries")
+        dt, rss = run_copysink(args, t_new, 10000, f"copysink_new_{k}workers.log", conn,
+                               workers=k)
+        res["copysink_workers"].append({"workers": k, "seconds": dt, "rows_per_s": n / dt,
+                                        "peak_rss_kb": rss})
     log("copysink, all keys existing (update)")
     dt, rss2 = run_copysink(args, t_upd, 10000, "copysink_upd.log", conn)
     res["copysink_update"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss2}
@@ -546,6 +597,12 @@ def main():
     log("raw COPY ceiling")
     dt = raw_ceiling(conn, copy_new, n)
     res["raw_copy"] = {"seconds": dt, "rows_per_s": n / dt}
+    res["raw_copy_parallel"] = []
+    for k in (1, 2, 3):
+        log(f"raw COPY ceiling, {k} psql connection(s) at once")
+        parts = [binary_copy(new[i::k], kind) for i in range(k)]
+        dt = raw_ceiling_parallel(args.pg, conn, parts, n)
+        res["raw_copy_parallel"].append({"connections": k, "seconds": dt, "rows_per_s": n / dt})
     log("merge ceiling, new keys")
     clone_table(conn, "bench_merge")
     dt = merge_ceiling(conn, "bench_merge", copy_new)
@@ -704,6 +761,18 @@ def report(res, out):
         f = writer_figures(out, log_name, res[key]["seconds"])
         if f:
             lines.append(f"| {key} | {f[0]:,.0f} | {f[1]:.0%} |")
+    if "copysink_workers" in res and "raw_copy_parallel" in res:
+        lines += ["", "Several writers: copysink workers in one group (each its own connection and "
+                  "a share of the 3 partitions) beside the raw COPY ceiling with as many psql "
+                  "connections at once:", "",
+                  "| writers | copysink rows/s | x 1 writer | peak RSS MB (sum) "
+                  "| raw COPY rows/s | x 1 connection |", "|---:|---:|---:|---:|---:|---:|"]
+        w1 = res["copysink_workers"][0]["rows_per_s"]
+        r1 = res["raw_copy_parallel"][0]["rows_per_s"]
+        for w, r in zip(res["copysink_workers"], res["raw_copy_parallel"]):
+            lines.append(f"| {w['workers']} | {w['rows_per_s']:,.0f} | {w['rows_per_s'] / w1:.2f} "
+                         f"| {w['peak_rss_kb'] / 1024:.0f} | {r['rows_per_s']:,.0f} "
+                         f"| {r['rows_per_s'] / r1:.2f} |")
     mb = res["max_bytes"] / 1048576
     rss = default_peak_rss_mb(res)
     lines += ["", f"Peak RSS of the worker at the default settings: {rss:.1f} MB (target "

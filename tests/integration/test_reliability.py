@@ -327,3 +327,59 @@ def test_scale_one_three_one(tmp_path, database, kafka, workers, copysink_bin):
     assert first.stop() == 0, first.log_text()[-3000:]
     assert "revoked" in more[0].log_text() or "revoked" in more[1].log_text()
     assert_events_exactly_once(database, list(range(total)))
+
+
+def test_sigterm_within_kubernetes_grace_at_default_bounds(tmp_path, database, kafka, workers,
+                                                           copysink_bin):
+    """Kubernetes sends SIGTERM and waits 30 s: at the default batch bounds (10,000 rows,
+    32 MiB, 200 ms) and with 384-dimensional entries streaming from a backlog, the worker
+    writes what it holds, commits and exits 0 well inside that; a second worker then loads the
+    rest, and every entry is in the table once with its own value and embedding."""
+    import random
+
+    import msgpack
+    import psycopg2
+    from conftest import write_config
+    from entries import embedding, encode, f32
+
+    topic = kafka.topic("mem")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = write_config(tmp_path / "c.ini", bootstrap=kafka.bootstrap, conninfo=database,
+                          group=group, tables={"memory_entries": (topic, "update")},
+                          batch={"max_rows": 10000, "max_bytes": 33554432, "linger_ms": 200})
+    migrate(copysink_bin, config)
+    rng = random.Random(7)
+    pool = [embedding(rng) for _ in range(16)]
+    n = 60000
+    entries = [{"namespace": "k8s", "key": f"e{i}", "value": f"value {i}",
+                "embedding": pool[i % len(pool)], "metadata": {"i": i}} for i in range(n)]
+    kafka.produce([(topic, msgpack.packb(["k8s", e["key"]]), encode(e, True)) for e in entries])
+    ends = end_offsets(kafka, topic)
+
+    w = workers(config, "a").start()
+    wait_for(lambda: 'msg="batch committed"' in w.log_text() or not w.alive(), 60,
+             "the first batch")
+    t0 = time.time()
+    code = w.stop(timeout=30)
+    took = time.time() - t0
+    log = w.log_text()
+    assert code == 0, log[-3000:]
+    print(f"SIGTERM to exit 0: {took:.2f} s")
+    assert took < 30, f"exit took {took:.1f} s"
+    assert "stopping: writing what is pending" in log
+    assert "not written before the grace period ended" not in log
+    assert stored_offsets(database, group) != ends, "the backlog should outlast the first worker"
+
+    b = workers(config, "b").start()
+    wait_for(lambda: stored_offsets(database, group) == ends or not b.alive(), 120,
+             "the second worker to load the rest")
+    assert b.stop() == 0
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT key, value, (metadata->>'i')::int, embedding FROM memory_entries "
+                    "WHERE namespace = 'k8s' ORDER BY (metadata->>'i')::int")
+        rows = cur.fetchall()
+    assert len(rows) == n
+    for i, (key, value, idx, emb) in enumerate(rows):
+        assert (key, value, idx) == (f"e{i}", f"value {i}", i)
+        assert [f32(x) for x in emb] == pool[i % len(pool)], f"embedding of e{i}"
