@@ -83,10 +83,84 @@ static const char usage_text[] =
 	"Precedence: defaults < file < environment (COPYSINK_SECTION_KEY) < -o options.\n"
 	"Exit status: 0 ok, 1 failure, 2 usage or configuration error.\n";
 
+#define COMMON_OPTIONS                                                                              \
+	"  -c, --config FILE        INI configuration file (see conf/copysink.ini)\n"                   \
+	"  -o, --set S.K=V          override a key, e.g. -o batch.max_rows=5000 (repeatable)\n"          \
+	"      --print-config       print the effective configuration (secrets masked) first\n"          \
+	"  -h, --help               this help; \"copysink help config\" lists every key\n"
+
+/* The help of each subcommand: "copysink CMD --help". */
+static const struct {
+	const char *cmd;
+	const char *text;
+} command_help[] = {
+	{"run", "Usage: copysink run -c FILE [-o SECTION.KEY=VALUE ...]\n"
+		"\n"
+		"The worker: consumes the tables' topics in the consumer group [kafka] group.id, writes\n"
+		"each batch in one transaction (binary COPY, merge, the partitions' next offsets) and\n"
+		"commits the offsets to Kafka after it. Entries that fail validation or that PostgreSQL\n"
+		"rejects go to the dead-letter topic. SIGTERM or SIGINT: write what is pending within\n"
+		"[worker] shutdown_grace_ms, leave the group, exit 0; a second signal exits at once.\n"
+		"\n"
+		"Options:\n" COMMON_OPTIONS},
+	{"migrate", "Usage: copysink migrate -c FILE\n"
+		    "\n"
+		    "Creates the configured tables (the embedding column vector(N) where pgvector is\n"
+		    "installed, real[] otherwise) and the bookkeeping table copysink_offsets. Safe to\n"
+		    "run again: what exists is left as it is.\n"
+		    "\n"
+		    "Options:\n" COMMON_OPTIONS},
+	{"check", "Usage: copysink check -c FILE [--print-config]\n"
+		  "\n"
+		  "Checks the configuration, the connection to PostgreSQL and the tables' shapes and\n"
+		  "privileges, the brokers and the topics, and says what is wrong; exit 0 when all is\n"
+		  "well, 1 otherwise.\n"
+		  "\n"
+		  "Options:\n" COMMON_OPTIONS},
+	{"produce", "Usage: copysink produce -c FILE --table T [--topic X] [FILE.jsonl | -]\n"
+		    "\n"
+		    "Reads JSON lines (one entry per line; a file or standard input) and publishes each\n"
+		    "as a msgpack entry of table T, keyed by its conflict key, to the table's topic or\n"
+		    "X, each JSON value as its msgpack kind (an embedding as an array of numbers).\n"
+		    "For producers' tests, demos and backfills from files.\n"
+		    "\n"
+		    "Options:\n"
+		    "      --table T            the table whose entries the lines are (required)\n"
+		    "      --topic X            publish to X instead of the table's topic\n" COMMON_OPTIONS},
+	{"replay", "Usage: copysink replay -c FILE --from POSITION [--until end] [--tables T1,T2]\n"
+		   "\n"
+		   "Reads the topics again, with its own assignment and no consumer group (the live\n"
+		   "worker's offsets stay as they are), through the same pipeline. An entry older than\n"
+		   "the one a row holds (same partition, lower offset) never overwrites it; tombstones\n"
+		   "delete. A progress bar on a terminal, a log line every 10 s otherwise, a summary\n"
+		   "at the end.\n"
+		   "\n"
+		   "Options:\n"
+		   "      --from earliest | TIME | TOPIC:PARTITION:OFFSET,...\n"
+		   "                           where to start: every partition's first offset, the first\n"
+		   "                           offset at or after an RFC 3339 TIME (2026-11-24T08:00:00Z),\n"
+		   "                           or the listed partitions from the given offsets\n"
+		   "      --until end          stop at the end offsets seen at the start (else follow on)\n"
+		   "      --tables T1,T2       only these tables (default: all)\n" COMMON_OPTIONS},
+};
+
 /* Print the usage to `out`. */
 static void usage(FILE *out)
 {
 	fputs(usage_text, out);
+}
+
+/* Print the help of subcommand `cmd` to `out`. */
+static void command_usage(const char *cmd, FILE *out)
+{
+	for (size_t i = 0; i < sizeof(command_help) / sizeof(command_help[0]); i++) {
+		if (strcmp(command_help[i].cmd, cmd) == 0) {
+			fputs(command_help[i].text, out);
+			fputs("\nExit status: 0 ok, 1 failure, 2 usage or configuration error.\n", out);
+			return;
+		}
+	}
+	usage(out);
 }
 
 /* Parse the options after the subcommand. @returns 0, 1 for --help, -1 on error. */
@@ -349,7 +423,10 @@ int main(int argc, char **argv)
 	}
 	rc = parse_options(argc - 1, argv + 1, &opt);
 	if (rc != 0) {
-		usage(rc > 0 ? stdout : stderr);
+		if (rc < 0)
+			fprintf(stderr, "(\"copysink %s --help\" for its options)\n", cmd);
+		else
+			command_usage(cmd, stdout);
 		return rc > 0 ? EXIT_SUCCESS : EXIT_USAGE;
 	}
 	optind += 1; /* parse_options saw argv + 1 */

@@ -172,7 +172,9 @@ def assert_table_equals(conninfo, table, expected):
         for col in COLUMNS[table]:
             want = entry.get(col)
             have = row[col]
-            if col == "embedding":
+            if col == "embedding" and want is None:
+                assert have is None, (table, key, col, "NULL expected")
+            elif col == "embedding":
                 assert have is not None and len(have) == len(want), (table, key, col)
                 assert [f32(x) for x in have] == want, (table, key, col)
             else:

@@ -92,3 +92,23 @@ def test_broker_unreachable(tmp_path, database, kafka, copysink_bin):
     assert rc == 1
     assert "error: Kafka brokers unreachable" in out, out
     assert 'ok: table "public.memory_entries" matches its spec' in out, out
+
+
+def test_help_of_every_command(copysink_bin):
+    """`copysink CMD --help` prints that command's usage and options on stdout, exit 0; an
+    unknown option is a usage error (exit 2) that points to the command's help."""
+    specific = {"run": ["--set"], "migrate": ["pgvector"], "check": ["privileges"],
+                "produce": ["--table T", "--topic X"],
+                "replay": ["--from earliest", "--until end", "--tables T1,T2"]}
+    for cmd, words in specific.items():
+        out = subprocess.run([copysink_bin, cmd, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"Usage: copysink {cmd} "), out.stdout
+        for w in words + ["--config FILE", "Exit status"]:
+            assert w in out.stdout, (cmd, w)
+        bad = subprocess.run([copysink_bin, cmd, "--no-such-option"], capture_output=True,
+                             text=True)
+        assert bad.returncode == 2
+        assert f'"copysink {cmd} --help"' in bad.stderr, bad.stderr
+    top = subprocess.run([copysink_bin, "--help"], capture_output=True, text=True)
+    assert top.returncode == 0 and all(f"copysink {c}" in top.stdout for c in specific)

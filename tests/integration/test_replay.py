@@ -15,6 +15,7 @@ import time
 import uuid
 
 import msgpack
+import psycopg2
 
 from conftest import _admin_execute, _with_dbname, stored_offsets, wait_for, write_config
 from entries import assert_table_equals, encode, kafka_key, key_of, make_entry, table_contents
@@ -201,3 +202,52 @@ def test_tombstones_and_replay(tmp_path, database, kafka, workers, copysink_bin,
     finally:
         for name in created:
             _admin_execute(pg_admin_conninfo, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_replay_progress_bar_on_a_terminal(tmp_path, database, kafka, copysink_bin):
+    """On a terminal, `copysink replay --until end` draws a progress bar (percent of the range,
+    rows, rows/s, ETA) that only moves forward, then prints its summary with the rows written."""
+    import os
+    import pty
+    import re
+
+    topics = {t: kafka.topic(t) for t in MODES}
+    kafka.create_topics({t: PARTITIONS for t in topics.values()})
+    n = 30000
+    kafka.produce([(topics["memory_entries"], msgpack.packb(["bar", f"k{i}"]),
+                    msgpack.packb({"namespace": "bar", "key": f"k{i}", "value": f"v{i}"}))
+                   for i in range(n)])
+    cfg = config_for(tmp_path, "c.ini", kafka, topics, database, "g-" + kafka.prefix)
+    cfg_text = open(cfg).read().replace("max_rows = 200", "max_rows = 100")
+    open(cfg, "w").write(cfg_text)
+    subprocess.run([copysink_bin, "migrate", "-c", cfg], check=True)
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([copysink_bin, "replay", "-c", cfg, "--from", "earliest",
+                             "--until", "end", "--tables", "memory_entries"],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the replay closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    out = b"".join(chunks).decode("utf-8", "replace")
+    bars = re.findall(r"\r\x1b\[K\[([#.]+)\]\s+([\d.]+)%\s+(\d+) rows\s+(\d+) rows/s\s+ETA (\d+):(\d\d)",
+                      out)
+    assert len(bars) >= 2, out[-2000:]
+    percents = [float(b[1]) for b in bars]
+    rows = [int(b[2]) for b in bars]
+    assert percents == sorted(percents) and rows == sorted(rows), bars
+    assert all(0 <= p <= 100 for p in percents) and all(r <= n for r in rows)
+    assert all(abs(b[0].count("#") - float(b[1]) / 100 * len(b[0])) <= 1 for b in bars), bars
+    assert re.search(rf"replay finished: {n} rows written, 0 entries dead-lettered", out), out[-2000:]
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT key, value FROM memory_entries WHERE namespace = 'bar'")
+        assert dict(cur.fetchall()) == {f"k{i}": f"v{i}" for i in range(n)}
