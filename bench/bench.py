@@ -141,6 +141,15 @@ def clone_table(conn, name):
     with conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {name}")
         cur.execute(f"CREATE TABLE {name} (LIKE memory_entries INCLUDING ALL)")
+        cur.execute("CHECKPOINT")
+
+
+def empty_table(conn):
+    """TRUNCATE memory_entries, then CHECKPOINT: every measured run starts from an empty table
+    and with no dirty buffers or pending checkpoint left by the run before it."""
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE memory_entries")
+        cur.execute("CHECKPOINT")
 
 
 def raw_ceiling(conn, copy_bytes, n):
@@ -417,6 +426,7 @@ def latency(args, topic, rate, seconds, pool, conn, when_idle=True):
     # machine its CPU would be taken from the worker, the broker and PostgreSQL
     records = [(msgpack.packb([e["namespace"], e["key"]]), to_msgpack(e)) for e in entries]
     del entries
+    empty_table(conn)  # each latency run inserts new keys into an empty table
     commits = []  # (time, {partition: next offset})
     sends = {}    # (partition, offset) -> time the entry was handed to the producer
     with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg, \
@@ -557,13 +567,14 @@ def main():
     for rnd in range(1, args.rounds + 1):
         for name, wake in (("copysink_new", True), ("copysink_new_nowake", False)):
             log(f"round {rnd}: copysink, new keys{'' if wake else ', fetch_wake = off'}")
-            with conn.cursor() as cur:
-                cur.execute("TRUNCATE memory_entries")
+            empty_table(conn)
             dt, rss = run_copysink(args, t_new, 10000, f"{name}_{rnd}.log", conn,
                                    fetch_wake=wake)
             keep_best(res, name, {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss,
                                   "log": f"{name}_{rnd}.log"})
         log(f"round {rnd}: copysink, all keys existing (update)")
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
         dt, rss = run_copysink(args, t_upd, 10000, f"copysink_upd_{rnd}.log", conn)
         keep_best(res, "copysink_update", {"seconds": dt, "rows_per_s": n / dt,
                                            "peak_rss_kb": rss, "log": f"copysink_upd_{rnd}.log"})
@@ -581,18 +592,18 @@ def main():
         clone_table(conn, "bench_merge")
         dt = merge_ceiling(conn, "bench_merge", copy_new)
         keep_best(res, "merge_new", {"seconds": dt, "rows_per_s": n / dt})
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
         dt = merge_ceiling(conn, "bench_merge", copy_upd)
         keep_best(res, "merge_update", {"seconds": dt, "rows_per_s": n / dt})
 
     log("copysink, new keys, direct path off (staging and merge)")
-    with conn.cursor() as cur:
-        cur.execute("TRUNCATE memory_entries")
+    empty_table(conn)
     dt, rss3 = run_copysink(args, t_new, 10000, "copysink_new_merge.log", conn, direct=False)
     res["copysink_new_merge"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss3}
     big = 4 * args.max_bytes // 1024  # the default: half of max_bytes less fetch.max.bytes
     log(f"copysink, new keys, queued.max.messages.kbytes = {big} (4 x max_bytes)")
-    with conn.cursor() as cur:
-        cur.execute("TRUNCATE memory_entries")
+    empty_table(conn)
     dt, rss4 = run_copysink(args, t_new, 10000, "copysink_new_bigqueue.log", conn,
                             kafka_extra=f"queued.max.messages.kbytes = {big}\n")
     res["copysink_new_bigqueue"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss4,
@@ -602,8 +613,7 @@ def main():
                                                  ("seconds", "rows_per_s", "peak_rss_kb")}}]
     for k in (2, 3):
         log(f"copysink, new keys, {k} workers in one group")
-        with conn.cursor() as cur:
-            cur.execute("TRUNCATE memory_entries")
+        empty_table(conn)
         dt, rss = run_copysink(args, t_new, 10000, f"copysink_new_{k}workers.log", conn,
                                workers=k)
         res["copysink_workers"].append({"workers": k, "seconds": dt, "rows_per_s": n / dt,
@@ -630,8 +640,7 @@ def main():
     log("batch size sweep")
     res["batch_sizes"] = []
     for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
-        with conn.cursor() as cur:
-            cur.execute("TRUNCATE memory_entries")
+        empty_table(conn)
         # max_rows alone bounds the batch: max_bytes is set out of its way, and the consumer's
         # queue (which the worker sizes to max_bytes) is kept at its default size
         dt, rss = run_copysink(args, t_new, bs, f"copysink_bs{bs}.log", conn,
@@ -643,8 +652,7 @@ def main():
 
     if args.profile:
         log("profile of a new-keys run (not counted in the figures)")
-        with conn.cursor() as cur:
-            cur.execute("TRUNCATE memory_entries")
+        empty_table(conn)
         prof = os.path.join(args.out, "perf.data")
         run_copysink(args, t_new, 10000, "copysink_profile.log", conn, profile=prof)
         perf_summary(prof, os.path.join(args.out, "profile.txt"))
@@ -721,6 +729,26 @@ def writer_figures(out, log_name, seconds):
     if ms == 0:
         return None
     return rows * 1000 / ms, ms / 1000 / seconds
+
+
+def batch_stats(out, log_name):
+    """Sizes and durations of the batches a worker's log reports, or None."""
+    rows, ms = [], []
+    try:
+        with open(os.path.join(out, log_name)) as f:
+            for line in f:
+                if 'msg="batch committed"' in line:
+                    fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                    rows.append(int(fields["rows"]))
+                    ms.append(int(fields["ms"]))
+    except OSError:
+        return None
+    if not rows:
+        return None
+    rows.sort()
+    ms.sort()
+    return {"n": len(rows), "rows_p50": rows[len(rows) // 2], "rows_max": rows[-1],
+            "ms_p50": ms[len(ms) // 2], "ms_p99": ms[int(len(ms) * 0.99)], "ms_max": ms[-1]}
 
 
 def miss(got, need, fmt):
@@ -808,6 +836,14 @@ def report(res, out):
         l = res["latency_linger"]
         lines += ["", f"The same with write_when_idle = off: p50 {l['p50_ms']:.0f} ms, "
                   f"p99 {l['p99_ms']:.0f} ms over {l['samples']} entries"]
+    lat_batches = [(name, batch_stats(out, log_name)) for name, log_name in
+                   (("defaults", "latency.log"), ("write_when_idle = off", "latency_linger.log"))]
+    if any(b for _, b in lat_batches):
+        lines += ["", "The latency runs' transactions (from the worker's log):", "",
+                  "| run | batches | rows p50 | rows max | ms p50 | ms p99 | ms max |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {b['n']} | {b['rows_p50']} | {b['rows_max']} | {b['ms_p50']} "
+                  f"| {b['ms_p99']} | {b['ms_max']} |" for name, b in lat_batches if b]
     lines += ["", "## Targets", "", "| target | measured | required | met |", "|---|---:|---:|---|"]
     for name, got, need, fmt in targets(res):
         lines.append(f"| {name} | {fmt.format(got)} | {fmt.format(need)} | "
