@@ -324,7 +324,8 @@ def warm_up(bootstrap, topic):
 
 
 def write_config(path, args, topic, group, max_rows, linger_ms=None, direct=True,
-                 when_idle=True, kafka_extra="", max_bytes=None, fetch_wake=True):
+                 when_idle=True, kafka_extra="", max_bytes=None, fetch_wake=True,
+                 pg_options=""):
     linger_ms = args.linger_ms if linger_ms is None else linger_ms
     path.write(f"""[kafka]
 bootstrap.servers = {args.kafka}
@@ -332,6 +333,7 @@ group.id = {group}
 {kafka_extra}
 [postgres]
 conninfo = {args.pg}
+{pg_options}
 direct_copy = {"on" if direct else "off"}
 
 [batch]
@@ -363,7 +365,8 @@ def peak_rss_kb(pid):
 
 
 def run_copysink(args, topic, max_rows, log_name, conn, direct=True, profile=None,
-                 kafka_extra="", max_bytes=None, fetch_wake=True, when_idle=True, workers=1):
+                 kafka_extra="", max_bytes=None, fetch_wake=True, when_idle=True, workers=1,
+                 pg_options=""):
     """Start a worker (or several in one group, each with its own connection and a share of
     the partitions) with a fresh group on a topic produced beforehand; stop the clock when the
     last offset is stored in PostgreSQL. Returns (seconds, peak RSS in kB, summed over the
@@ -377,7 +380,8 @@ def run_copysink(args, topic, max_rows, log_name, conn, direct=True, profile=Non
     perf = None
     with tempfile.NamedTemporaryFile("w", suffix=".ini") as cfg:
         write_config(cfg, args, topic, group, max_rows, direct=direct, kafka_extra=kafka_extra,
-                     max_bytes=max_bytes, fetch_wake=fetch_wake, when_idle=when_idle)
+                     max_bytes=max_bytes, fetch_wake=fetch_wake, when_idle=when_idle,
+                     pg_options=pg_options)
         try:
             if profile:  # the whole machine: copysink, PostgreSQL and the broker share it
                 perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", profile],
@@ -601,6 +605,17 @@ def main():
     empty_table(conn)
     dt, rss3 = run_copysink(args, t_new, 10000, "copysink_new_merge.log", conn, direct=False)
     res["copysink_new_merge"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss3}
+    # the staging tables in local buffers of twice max_bytes instead of the server's setting
+    log("copysink, new keys, direct path off, temp_buffers_mb = -1 (twice max_bytes)")
+    empty_table(conn)
+    dt, _ = run_copysink(args, t_new, 10000, "copysink_new_merge_tb.log", conn, direct=False,
+                         pg_options="temp_buffers_mb = -1")
+    with conn.cursor() as cur:
+        cur.execute("SHOW temp_buffers")
+        server_tb = cur.fetchone()[0]
+    res["copysink_new_merge_tb"] = {"seconds": dt, "rows_per_s": n / dt,
+                                    "temp_buffers_mb": 2 * args.max_bytes // 1048576,
+                                    "server_temp_buffers": server_tb}
     big = 4 * args.max_bytes // 1024  # the default: half of max_bytes less fetch.max.bytes
     log(f"copysink, new keys, queued.max.messages.kbytes = {big} (4 x max_bytes)")
     empty_table(conn)
@@ -772,6 +787,12 @@ def report(res, out):
         ("copysink end to end, new keys, direct_copy = off",
          res["copysink_new_merge"]["rows_per_s"],
          f"/merge ceiling {res['copysink_new_merge']['rows_per_s'] / res['merge_new']['rows_per_s']:.2f}"),
+        *([(f"copysink end to end, new keys, direct_copy = off, temp_buffers "
+             f"{res['copysink_new_merge_tb']['temp_buffers_mb']}MB (the server's: "
+             f"{res['copysink_new_merge_tb'].get('server_temp_buffers', '8MB')})",
+             res["copysink_new_merge_tb"]["rows_per_s"],
+             f"/direct_copy = off {res['copysink_new_merge_tb']['rows_per_s'] / res['copysink_new_merge']['rows_per_s']:.2f}")]
+          if "copysink_new_merge_tb" in res else []),
         (f"copysink end to end, new keys, queued.max.messages.kbytes = "
          f"{res['copysink_new_bigqueue']['queued_max_messages_kbytes']} (peak RSS "
          f"{res['copysink_new_bigqueue']['peak_rss_kb'] / 1024:.0f} MB)",
@@ -799,10 +820,11 @@ def report(res, out):
                           ("copysink_new_nowake",
                            res["copysink_new_nowake"].get("log", "copysink_new_nowake.log")),
                           ("copysink_new_merge", "copysink_new_merge.log"),
+                          ("copysink_new_merge_tb", "copysink_new_merge_tb.log"),
                           ("copysink_new_bigqueue", "copysink_new_bigqueue.log"),
                           ("copysink_update",
                            res["copysink_update"].get("log", "copysink_upd.log"))):
-        f = writer_figures(out, log_name, res[key]["seconds"])
+        f = writer_figures(out, log_name, res[key]["seconds"]) if key in res else None
         if f:
             lines.append(f"| {key} | {f[0]:,.0f} | {f[1]:.0%} |")
     if "copysink_workers" in res and "raw_copy_parallel" in res:

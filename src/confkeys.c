@@ -22,6 +22,10 @@ const keydef_t cs_conf_keys[] = {
 	 "libpq connection string or URI; empty = libpq's PG* environment variables"},
 	{"postgres", "direct_copy", KT_ENUM, "on", 0, 0, "on|off", NULL, FIELD(pg_direct_copy),
 	 "COPY a batch whose keys are all new straight into the table; off = always merge"},
+	{"postgres", "temp_buffers_mb", KT_INT, "0", -1, 16384, NULL, NULL,
+	 FIELD(pg_temp_buffers_mb),
+	 "the session's temp_buffers (MB) for the staging tables; 0 = the server's setting, "
+	 "-1 = twice max_bytes"},
 	{"batch", "max_rows", KT_INT, "10000", 1, 10000000, NULL, NULL, FIELD(batch_max_rows),
 	 "write the batch once it holds this many entries"},
 	{"batch", "max_bytes", KT_INT, "33554432", 1048576, 2147483648, NULL, NULL,

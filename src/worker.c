@@ -431,8 +431,9 @@ static void log_batch(cs_worker_t *w, int64_t ms)
 		}
 		if (off < sizeof(tables))
 			off += (size_t)snprintf(tables + off, sizeof(tables) - off,
-						"%s%s:%llu/%.0f/s/%s", off ? "," : "",
+						"%s%s:%llu/%lluB/%.0f/s/%s", off ? "," : "",
 						w->cfg->tables[t].name, (unsigned long long)ts->rows,
+						(unsigned long long)ts->bytes,
 						ms > 0 ? (double)ts->rows * 1000.0 / (double)ms : 0.0,
 						ts->direct ? "direct" : "merge");
 	}
@@ -885,6 +886,12 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 	}
 	w->write_when_idle = cfg->batch_write_when_idle == NULL ||
 			     strcmp(cfg->batch_write_when_idle, "off") != 0;
+	/* auto: twice a batch's COPY bytes (staging rows are a little larger), at most 1 GB */
+	cs_writer_set_temp_buffers(w->writer, cfg->pg_temp_buffers_mb >= 0
+						      ? cfg->pg_temp_buffers_mb * 1024
+						  : 2 * cfg->batch_max_bytes > 1073741824
+						      ? 1048576
+						      : 2 * cfg->batch_max_bytes / 1024);
 	cs_writer_set_direct(w->writer, cfg->pg_direct_copy == NULL ||
 						strcmp(cfg->pg_direct_copy, "off") != 0);
 	*err = cs_writer_connect(w->writer, errstr, errstr_size);

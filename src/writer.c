@@ -60,6 +60,7 @@ struct cs_writer {
 	cs_writer_table_stats_t *stats;
 	cs_buf_t copybuf; /* COPY data on its way, up to about COPY_CHUNK bytes */
 	bool direct;      /* try the direct path (try_direct) */
+	int64_t temp_buffers_kb; /* SET temp_buffers at connect; 0 = the server's */
 	/* the SQLSTATE and message of the last failed statement */
 	char sqlstate[6];
 	char message[1024];
@@ -93,6 +94,11 @@ cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspe
 void cs_writer_set_direct(cs_writer_t *w, bool on)
 {
 	w->direct = on;
+}
+
+void cs_writer_set_temp_buffers(cs_writer_t *w, int64_t kb)
+{
+	w->temp_buffers_kb = kb;
 }
 
 void cs_writer_destroy(cs_writer_t *w)
@@ -426,6 +432,18 @@ cs_err_t cs_writer_connect(cs_writer_t *w, char *errstr, size_t errstr_size)
 		return CS_ERR_RETRIABLE;
 	}
 	cs_schema_quiet_notices(w->conn);
+	if (w->temp_buffers_kb > 0) {
+		char sql[64];
+
+		/* before any temporary table of the session is touched, or PostgreSQL refuses it */
+		snprintf(sql, sizeof(sql), "SET temp_buffers = '%lldkB'",
+			 (long long)w->temp_buffers_kb);
+		if (run(w, sql, NULL) != CS_OK) {
+			snprintf(errstr, errstr_size, "could not set temp_buffers: %s", w->message);
+			cs_writer_disconnect(w);
+			return CS_ERR_FATAL;
+		}
+	}
 	err = prepare_tables(w, errstr, errstr_size);
 	if (err != CS_OK)
 		cs_writer_disconnect(w);
@@ -639,6 +657,7 @@ static cs_err_t bisect(cs_writer_t *w, cs_batch_t *b, int t, size_t *idx, size_t
 		err = savepoint(w, "SAVEPOINT copysink_bisect");
 		if (err != CS_OK)
 			return err;
+		w->stats[t].bisect_writes++;
 		err = copy_merge(w, b, t, part[h], half[h]);
 		if (err == CS_OK)
 			err = run(w, w->sql[t].truncate, NULL);
@@ -695,6 +714,16 @@ static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reje
 		err = savepoint(w, "ROLLBACK TO SAVEPOINT copysink_table");
 		if (err == CS_OK)
 			err = bisect(w, b, t, idx, n, reject, opaque);
+		if (err == CS_OK) {
+			char rows[32], bad[32], writes[32];
+
+			snprintf(rows, sizeof(rows), "%zu", n);
+			snprintf(bad, sizeof(bad), "%llu", (unsigned long long)w->stats[t].rejected);
+			snprintf(writes, sizeof(writes), "%llu",
+				 (unsigned long long)w->stats[t].bisect_writes);
+			cs_log_fields(CS_LOG_INFO, "rejected rows isolated", "table", w->specs[t].name,
+				      "rows", rows, "rejected", bad, "bisect_writes", writes, NULL);
+		}
 	}
 	if (err == CS_OK)
 		err = savepoint(w, "RELEASE SAVEPOINT copysink_table");

@@ -120,6 +120,13 @@ def test_produce_metrics_health_and_json_logs(tmp_path, database, kafka, workers
                for r in records)
     committed = [r for r in records if r["msg"] == "batch committed"]
     assert sum(int(r["rows"]) for r in committed) == len(good)
+    for r in committed:  # per table: name:rows/bytesB/rows per s/path
+        name, rest = r["tables"].split(":")
+        t_rows, t_bytes, t_rate, unit, path = rest.split("/")
+        assert (name, unit) == ("memory_entries", "s") and path in ("direct", "merge"), r
+        assert t_bytes.endswith("B"), r
+        assert (int(t_rows), int(t_bytes[:-1])) == (int(r["rows"]), int(r["bytes"])), r
+        assert int(t_rate) == int(r["rows_per_s"]), r
     assert len(committed) == batches
 
 

@@ -79,6 +79,57 @@ def test_bad_rows_isolated(tmp_path, database, kafka, workers, copysink_bin):
     assert w.log_text().count("rows rejected by PostgreSQL") == 1
 
 
+def test_one_bad_row_in_ten_thousand_costs_log_n_writes(tmp_path, database, kafka, workers,
+                                                         copysink_bin):
+    """One row in a batch of 10,000 violates the CHECK: the bisection finds it with at most
+    2 x ceil(log2 10,000) = 28 COPY-and-merge attempts (the log line counts them), the
+    9,999 others commit with their values, and the one goes to the dead-letter topic."""
+    import math
+    import re
+
+    topic = kafka.topic("scores")
+    kafka.create_topics({topic: 1, topic + ".dlq": 1})
+    group = "g-" + kafka.prefix
+    config = write_config(tmp_path / "c.ini", bootstrap=kafka.bootstrap, conninfo=database,
+                          group=group, tables={},
+                          batch={"max_rows": 10000, "linger_ms": 5000,
+                                 "write_when_idle": "off"},
+                          extra=SPEC.format(topic=topic))
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE scores ADD CONSTRAINT score_positive CHECK (score >= 0)")
+    n, bad = 10000, 6143
+    entries = [{"id": i, "score": -1.0 if i == bad else float(i), "body": f"b{i}"}
+               for i in range(n)]
+    positions = kafka.produce([(topic, msgpack.packb([e["id"]]), msgpack.packb(e))
+                               for e in entries])
+    ends = {(topic, 0): positions[-1][2] + 1}
+
+    w = workers(config).start()
+
+    def caught_up():
+        with psycopg2.connect(database) as conn, conn.cursor() as cur:
+            cur.execute("SELECT topic, partition, next_offset FROM copysink_offsets")
+            return {(t, p): o for t, p, o in cur.fetchall()} == ends
+    wait_for(lambda: caught_up() or not w.alive(), 120, "the worker to catch up")
+    log = w.log_text()
+    assert w.stop() == 0, log[-3000:]
+    m = re.findall(r'msg="rejected rows isolated" table=scores rows=(\d+) rejected=(\d+) '
+                   r'bisect_writes=(\d+)', log)
+    assert len(m) == 1, log[-3000:]
+    rows, rejected, writes = map(int, m[0])
+    assert (rows, rejected) == (n, 1)
+    assert writes <= 2 * math.ceil(math.log2(n)), writes
+    print(f"1 bad row in {n}: {writes} COPY-and-merge attempts")
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, score, body FROM scores ORDER BY id")
+        assert cur.fetchall() == [(e["id"], e["score"], e["body"]) for e in entries
+                                  if e["id"] != bad]
+    (letter,) = kafka.read_all(topic + ".dlq", 1)
+    assert msgpack.unpackb(letter.value()) == entries[bad]
+    assert dict(letter.headers())["copysink.sqlstate"] == b"23514"
+
+
 EVENTS_SPEC = """
 [table letters]
 topic = {topic}
