@@ -383,3 +383,52 @@ def test_sigterm_within_kubernetes_grace_at_default_bounds(tmp_path, database, k
     for i, (key, value, idx, emb) in enumerate(rows):
         assert (key, value, idx) == (f"e{i}", f"value {i}", i)
         assert [f32(x) for x in emb] == pool[i % len(pool)], f"embedding of e{i}"
+
+
+def test_infrastructure_errors_are_retried_not_dead_lettered(tmp_path, database, kafka, workers,
+                                                             copysink_bin):
+    """The server itself fails the batch's INSERT with a serialization failure (40001), a
+    deadlock (40P01), out of disk (53100) and out of memory (53200), one after the other: a
+    trigger raises them, counted by a sequence, which a rollback does not undo. Each is
+    retried (never dead-lettered, never bisected), and afterwards every entry is in the table
+    exactly once."""
+    import psycopg2
+
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 1, topic + ".dlq": 1})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 500, "linger_ms": 100})
+    migrate(copysink_bin, config)
+    codes = ["40001", "40P01", "53100", "53200"]
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("CREATE SEQUENCE fault_seq")
+        cur.execute(f"""
+            CREATE FUNCTION inject_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE n bigint := nextval('fault_seq');
+                    codes text[] := ARRAY[{",".join(f"'{c}'" for c in codes)}];
+            BEGIN
+                IF n <= array_length(codes, 1) THEN
+                    RAISE EXCEPTION 'injected fault %', codes[n] USING ERRCODE = codes[n];
+                END IF;
+                RETURN NULL;
+            END $$""")
+        cur.execute("CREATE TRIGGER inject BEFORE INSERT ON events "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION inject_fault()")
+    ids = list(range(2000))
+    produce_events(kafka, topic, ids)
+    ends = end_offsets(kafka, topic)
+    w = workers(config).start()
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 120,
+             "the worker to get through the faults")
+    log = w.log_text()
+    assert w.stop() == 0, log[-3000:]
+    retries = [line for line in log.splitlines() if "batch not written, will retry" in line]
+    for code in codes:
+        assert any(f"injected fault {code}" in line for line in retries), (code, log[-3000:])
+    assert "dead-lettered" not in log and "rows rejected by PostgreSQL" not in log
+    assert kafka.end_offsets(topic + ".dlq") in ({}, {0: 0})
+    with psycopg2.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT last_value FROM fault_seq")
+        assert cur.fetchone()[0] > len(codes)  # every fault was raised, then writes went on
+    assert_events_exactly_once(database, ids)
