@@ -218,7 +218,8 @@ def test_replay_progress_bar_on_a_terminal(tmp_path, database, kafka, copysink_b
                     msgpack.packb({"namespace": "bar", "key": f"k{i}", "value": f"v{i}"}))
                    for i in range(n)])
     cfg = config_for(tmp_path, "c.ini", kafka, topics, database, "g-" + kafka.prefix)
-    cfg_text = open(cfg).read().replace("max_rows = 200", "max_rows = 100")
+    # small batches, so that the replay takes long enough for several bars (one per 0.2 s)
+    cfg_text = open(cfg).read().replace("max_rows = 200", "max_rows = 10")
     open(cfg, "w").write(cfg_text)
     subprocess.run([copysink_bin, "migrate", "-c", cfg], check=True)
 
@@ -241,6 +242,7 @@ def test_replay_progress_bar_on_a_terminal(tmp_path, database, kafka, copysink_b
     out = b"".join(chunks).decode("utf-8", "replace")
     bars = re.findall(r"\r\x1b\[K\[([#.]+)\]\s+([\d.]+)%\s+(\d+) rows\s+(\d+) rows/s\s+ETA (\d+):(\d\d)",
                       out)
+    print(f"{len(bars)} progress bars drawn")
     assert len(bars) >= 2, out[-2000:]
     percents = [float(b[1]) for b in bars]
     rows = [int(b[2]) for b in bars]
