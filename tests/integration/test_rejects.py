@@ -9,7 +9,7 @@ import subprocess
 import msgpack
 import psycopg2
 
-from conftest import wait_for, write_config
+from conftest import stored_offsets, wait_for, write_config
 
 SPEC = """
 [table scores]
@@ -44,11 +44,8 @@ def test_bad_rows_isolated(tmp_path, database, kafka, workers, copysink_bin):
 
     w = workers(config).start()
 
-    def caught_up():
-        with psycopg2.connect(database) as conn, conn.cursor() as cur:
-            cur.execute("SELECT topic, partition, next_offset FROM copysink_offsets")
-            return {(t, p): o for t, p, o in cur.fetchall()} == ends
-    wait_for(lambda: caught_up() or not w.alive(), 120, "the worker to catch up")
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 120,
+             "the worker to catch up")
     assert w.stop() == 0, w.log_text()[-3000:]
 
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
@@ -107,11 +104,8 @@ def test_one_bad_row_in_ten_thousand_costs_log_n_writes(tmp_path, database, kafk
 
     w = workers(config).start()
 
-    def caught_up():
-        with psycopg2.connect(database) as conn, conn.cursor() as cur:
-            cur.execute("SELECT topic, partition, next_offset FROM copysink_offsets")
-            return {(t, p): o for t, p, o in cur.fetchall()} == ends
-    wait_for(lambda: caught_up() or not w.alive(), 120, "the worker to catch up")
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 120,
+             "the worker to catch up")
     log = w.log_text()
     assert w.stop() == 0, log[-3000:]
     m = re.findall(r'msg="rejected rows isolated" table=scores rows=(\d+) rejected=(\d+) '
