@@ -26,6 +26,9 @@ const keydef_t cs_conf_keys[] = {
 	 FIELD(pg_temp_buffers_mb),
 	 "the session's temp_buffers (MB) for the staging tables; 0 = the server's setting, "
 	 "-1 = twice max_bytes"},
+	{"postgres", "writers", KT_INT, "1", 1, 16, NULL, NULL, FIELD(pg_writers),
+	 "connections writing at once, each owning a share of the partitions and its own "
+	 "batches (max_bytes is shared among them)"},
 	{"batch", "max_rows", KT_INT, "10000", 1, 10000000, NULL, NULL, FIELD(batch_max_rows),
 	 "write the batch once it holds this many entries"},
 	{"batch", "max_bytes", KT_INT, "33554432", 1048576, 2147483648, NULL, NULL,

@@ -29,32 +29,52 @@ typedef struct pstate {
 	char topic[CS_MAX_TOPIC];
 	int32_t partition;
 	int64_t stored; /* the stored next offset as of our last read or commit; -1 = none */
+	int lane;       /* the lane that writes its entries */
 } pstate_t;
 
-struct cs_worker {
-	cs_config_t *cfg;
-	rd_kafka_t *rk;
-	cs_dlq_t *dlq;
+/*
+ * A lane: one writer connection with its thread, and the two batches of the partitions it
+ * owns ([postgres] writers lanes; a partition belongs to one lane while it is assigned, so
+ * each partition's batches commit in order and each transaction stores only its own lane's
+ * offsets). The loop fills every lane's batch; each lane has at most one batch in flight.
+ */
+typedef struct lane {
+	cs_worker_t *w;
+	int index;
 	cs_writer_t *writer;
-	cs_decoder_t *dec;
-	cs_decoder_t *dec2; /* re-opens a message to dead-letter one of its entries */
+	cs_wthread_t *wt;
+	cs_decoder_t *dec2;   /* re-opens a message to dead-letter one of its entries (writer thread) */
 	cs_batch_t *batch;    /* being filled by the loop */
 	cs_batch_t *inflight; /* being written by the writer thread (or waiting for a retry) */
 	cs_dlq_tally_t tallies[2];
 	cs_dlq_tally_t *fill_tally;   /* dead letters of `batch` that failed */
 	cs_dlq_tally_t *flight_tally; /* those of `inflight` (rows PostgreSQL rejected) */
-	cs_wthread_t *wt;
-	bool in_settle;       /* inside settle(): rebalance callbacks must not flush */
-	bool fatal;           /* a fatal error inside a callback: the loop stops with w->errstr */
-	bool write_when_idle; /* [batch] write_when_idle = on */
 	bool inflight_failed; /* the in-flight batch failed (retriable) and must be written again
 			       * before any later batch: batches commit in the order they filled */
 	size_t inflight_bytes;
-	pstate_t *parts;
-	int nparts, parts_cap;
 	int64_t *expected; /* scratch: expected offsets of the batch's partitions */
 	int expected_cap;
 	int64_t batch_start_ms; /* when the batch got its first message */
+	/* counted on the writer thread (rejected rows), merged into stats after each write */
+	uint64_t w_dead_db;
+	char w_sqlstate[6];
+	uint64_t w_sqlstate_count;
+} lane_t;
+
+struct cs_worker {
+	cs_config_t *cfg;
+	rd_kafka_t *rk;
+	cs_dlq_t *dlq;
+	cs_decoder_t *dec;
+	lane_t *lanes;
+	int nlanes;
+	int64_t lane_max_bytes; /* [batch] max_bytes shared among the lanes */
+	lane_t *settling;     /* the lane inside settle(): rebalance callbacks must not flush */
+	bool fatal;           /* a fatal error inside a callback: the loop stops with w->errstr */
+	bool write_when_idle; /* [batch] write_when_idle = on */
+	pstate_t *parts;
+	int nparts, parts_cap;
+	int last_part;        /* index in parts of the last message's partition (a guess) */
 	bool paused;
 	cs_fetchwake_t *fw;  /* NULL when [worker] fetch_wake = off */
 	int64_t wake_every;  /* kick the waker after taking this many bytes (a quarter of the queue) */
@@ -62,10 +82,6 @@ struct cs_worker {
 	volatile sig_atomic_t *stop;
 	cs_stats_shared_t *shared;
 	cs_stats_t stats, prev_stats;
-	/* counted on the writer thread (rejected rows), merged into stats after each write */
-	uint64_t w_dead_db;
-	char w_sqlstate[6];
-	uint64_t w_sqlstate_count;
 	int64_t stats_at_ms;
 	long kill_after_commits; /* fault injection for tests; 0 = off */
 	long stall_before_write_ms; /* fault injection for tests: the loop stalls once; 0 = off */
@@ -74,7 +90,8 @@ struct cs_worker {
 	char errstr[ERRSTR];
 };
 
-static cs_err_t settle(cs_worker_t *w, int64_t deadline);
+static cs_err_t settle(lane_t *l, int64_t deadline);
+static cs_err_t settle_all(cs_worker_t *w, int64_t deadline);
 static cs_err_t drain(cs_worker_t *w, int64_t deadline);
 
 /* Monotonic milliseconds. */
@@ -107,7 +124,9 @@ static void sleep_ms(int64_t ms)
 static void publish(cs_worker_t *w)
 {
 	w->stats.heartbeat_ms = now_ms();
-	w->stats.bytes_held = cs_batch_bytes(w->batch) + w->inflight_bytes;
+	w->stats.bytes_held = 0;
+	for (int i = 0; i < w->nlanes; i++)
+		w->stats.bytes_held += cs_batch_bytes(w->lanes[i].batch) + w->lanes[i].inflight_bytes;
 	w->stats.unknown_fields = cs_decoder_unknown_fields(w->dec);
 	for (int i = 0; i < w->stats.nparts; i++) {
 		int64_t low, high;
@@ -129,6 +148,36 @@ static pstate_t *pstate_find(cs_worker_t *w, const char *topic, int32_t partitio
 	return NULL;
 }
 
+/* The lane owning the fewest assigned partitions (the first of them). */
+static int least_loaded_lane(const cs_worker_t *w)
+{
+	int best = 0, best_n = -1;
+
+	for (int l = 0; l < w->nlanes; l++) {
+		int n = 0;
+		for (int i = 0; i < w->nparts; i++)
+			n += w->parts[i].lane == l;
+		if (best_n < 0 || n < best_n)
+			best = l, best_n = n;
+	}
+	return best;
+}
+
+/* The lane that writes the entries of topic/partition (lane 0 for a partition not assigned). */
+static lane_t *lane_of(cs_worker_t *w, const char *topic, int32_t partition)
+{
+	const pstate_t *p;
+
+	if (w->last_part < w->nparts && w->parts[w->last_part].partition == partition &&
+	    strcmp(w->parts[w->last_part].topic, topic) == 0)
+		return &w->lanes[w->parts[w->last_part].lane];
+	p = pstate_find(w, topic, partition);
+	if (p == NULL)
+		return &w->lanes[0];
+	w->last_part = (int)(p - w->parts);
+	return &w->lanes[p->lane];
+}
+
 /* Record the stored offset of topic/partition. @returns 0, or -1 when out of memory. */
 static int pstate_set(cs_worker_t *w, const char *topic, int32_t partition, int64_t stored)
 {
@@ -147,6 +196,7 @@ static int pstate_set(cs_worker_t *w, const char *topic, int32_t partition, int6
 		memset(p, 0, sizeof(*p));
 		snprintf(p->topic, sizeof(p->topic), "%s", topic);
 		p->partition = partition;
+		p->lane = least_loaded_lane(w);
 	}
 	p->stored = stored;
 	cs_stats_partition(&w->stats, topic, partition, stored, -1);
@@ -201,19 +251,22 @@ static int dead_letter(const cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_rea
 }
 
 /* Queue a dead letter from the loop thread and count it. */
-static cs_err_t dead_letter_counted(cs_worker_t *w, cs_dead_letter_t *dl, int t, cs_reason_t reason)
+static cs_err_t dead_letter_counted(lane_t *l, cs_dead_letter_t *dl, int t, cs_reason_t reason)
 {
-	if (dead_letter(w, dl, t, reason, w->fill_tally, w->errstr, sizeof(w->errstr)) != 0)
+	cs_worker_t *w = l->w;
+
+	if (dead_letter(w, dl, t, reason, l->fill_tally, w->errstr, sizeof(w->errstr)) != 0)
 		return CS_ERR_RETRIABLE;
 	w->stats.dead_letters[reason]++;
 	return CS_OK;
 }
 
 /* Decode every entry of the message into the batch; invalid ones become dead letters. */
-static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, int t, int part)
+static cs_err_t decode_message(lane_t *l, const rd_kafka_message_t *rkm, int t, int part)
 {
+	cs_worker_t *w = l->w;
 	const cs_tablespec_t *spec = &w->cfg->tables[t];
-	cs_buf_t *tuples = cs_batch_tuples(w->batch, t), *keys = cs_batch_keys(w->batch);
+	cs_buf_t *tuples = cs_batch_tuples(l->batch, t), *keys = cs_batch_keys(l->batch);
 	cs_dead_letter_t dl = {.topic = rd_kafka_topic_name(rkm->rkt), .partition = rkm->partition,
 			       .offset = rkm->offset, .entry = -1, .key = rkm->key,
 			       .key_len = rkm->key_len, .value = rkm->payload, .value_len = rkm->len};
@@ -231,9 +284,9 @@ static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, in
 			return CS_ERR_FATAL;
 		if (reason != CS_REASON_OK) {
 			dl.error = why;
-			return dead_letter_counted(w, &dl, t, reason);
+			return dead_letter_counted(l, &dl, t, reason);
 		}
-		if (cs_batch_push_row(w->batch, t, part, rkm->offset, -1, tuple_start, key_start,
+		if (cs_batch_push_row(l->batch, t, part, rkm->offset, -1, tuple_start, key_start,
 				      true) != 0)
 			return CS_ERR_FATAL;
 		w->stats.entries++;
@@ -242,14 +295,14 @@ static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, in
 	n = cs_decode_open(w->dec, rkm->payload, rkm->len, &reason, why, sizeof(why));
 	if (n < 0) {
 		dl.error = why;
-		return dead_letter_counted(w, &dl, t, reason);
+		return dead_letter_counted(l, &dl, t, reason);
 	}
 	for (int i = 0; i < n; i++) {
 		size_t tuple_start = tuples->len, key_start = keys->len;
 
 		reason = cs_decode_entry(w->dec, i, spec, tuples, keys, why, sizeof(why));
 		if (reason == CS_REASON_OK) {
-			if (cs_batch_push_row(w->batch, t, part, rkm->offset, i, tuple_start,
+			if (cs_batch_push_row(l->batch, t, part, rkm->offset, i, tuple_start,
 					      key_start, false) != 0)
 				return CS_ERR_FATAL;
 			w->stats.entries++;
@@ -268,7 +321,7 @@ static cs_err_t decode_message(cs_worker_t *w, const rd_kafka_message_t *rkm, in
 			dl.value = one.data;
 			dl.value_len = one.len;
 		}
-		if (dead_letter_counted(w, &dl, t, reason) != CS_OK) {
+		if (dead_letter_counted(l, &dl, t, reason) != CS_OK) {
 			cs_buf_cleanup(&one);
 			return CS_ERR_RETRIABLE;
 		}
@@ -284,6 +337,7 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 {
 	const char *topic = rd_kafka_topic_name(rkm->rkt);
 	int t = table_for_topic(w, topic);
+	lane_t *l = lane_of(w, topic, rkm->partition);
 	int part;
 
 	if (w->replay != NULL && !cs_replay_take(w->replay, w->rk, topic, rkm->partition,
@@ -295,9 +349,9 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 		cs_fetchwake_kick(w->fw);
 		w->wake_bytes = 0;
 	}
-	if (cs_batch_empty(w->batch))
-		w->batch_start_ms = now_ms();
-	part = cs_batch_add_message(w->batch, topic, rkm->partition, rkm->offset, rkm->key,
+	if (cs_batch_empty(l->batch))
+		l->batch_start_ms = now_ms();
+	part = cs_batch_add_message(l->batch, topic, rkm->partition, rkm->offset, rkm->key,
 				    rkm->key_len, rkm->payload, rkm->len, true);
 	if (part < 0)
 		return CS_ERR_FATAL;
@@ -307,9 +361,9 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 				       .key_len = rkm->key_len, .value = rkm->payload,
 				       .value_len = rkm->len};
 		dl.error = "no table reads this topic";
-		return dead_letter_counted(w, &dl, t, CS_REASON_NO_TABLE);
+		return dead_letter_counted(l, &dl, t, CS_REASON_NO_TABLE);
 	}
-	return decode_message(w, rkm, t, part);
+	return decode_message(l, rkm, t, part);
 }
 
 /* Writer callback, on the writer thread: dead-letter a row PostgreSQL rejected and wait for
@@ -318,7 +372,8 @@ static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char *sqlstate,
 		      const char *message)
 {
-	cs_worker_t *w = opaque;
+	lane_t *l = opaque;
+	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	cs_dead_letter_t dl = {.offset = row->offset, .entry = -1, .sqlstate = sqlstate,
 			       .error = message};
@@ -327,28 +382,28 @@ static int reject_row(void *opaque, int t, const cs_batch_row_t *row, const char
 	char why[256], errbuf[512];
 	int nparts, rc = -1;
 
-	parts = cs_batch_parts(w->inflight, &nparts);
+	parts = cs_batch_parts(l->inflight, &nparts);
 	dl.topic = parts[row->part].topic;
 	dl.partition = parts[row->part].partition;
-	cs_batch_row_message(w->inflight, row, &dl.key, &dl.key_len, &dl.value, &dl.value_len);
+	cs_batch_row_message(l->inflight, row, &dl.key, &dl.key_len, &dl.value, &dl.value_len);
 	cs_buf_init(&one);
 	/* one entry of several: dead-letter that entry's bytes, not the whole message */
-	if (cs_decode_open(w->dec2, dl.value, dl.value_len, &reason, why, sizeof(why)) > 1) {
-		if (cs_decode_entry_bytes(w->dec2, row->entry, &one) != 0)
+	if (cs_decode_open(l->dec2, dl.value, dl.value_len, &reason, why, sizeof(why)) > 1) {
+		if (cs_decode_entry_bytes(l->dec2, row->entry, &one) != 0)
 			goto fail;
 		dl.entry = row->entry;
 		dl.value = one.data;
 		dl.value_len = one.len;
 	}
-	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED, w->flight_tally, errbuf,
+	if (dead_letter(w, &dl, t, CS_REASON_DB_REJECTED, l->flight_tally, errbuf,
 			sizeof(errbuf)) != 0 ||
-	    cs_dlq_flush(w->dlq, w->flight_tally, DLQ_FLUSH_MS, errbuf, sizeof(errbuf)) != CS_OK) {
+	    cs_dlq_flush(w->dlq, l->flight_tally, DLQ_FLUSH_MS, errbuf, sizeof(errbuf)) != CS_OK) {
 		cs_log_fields(CS_LOG_WARNING, "dead letter not delivered", "error", errbuf, NULL);
 		goto fail;
 	}
-	w->w_dead_db++;
-	snprintf(w->w_sqlstate, sizeof(w->w_sqlstate), "%s", sqlstate ? sqlstate : "");
-	w->w_sqlstate_count++;
+	l->w_dead_db++;
+	snprintf(l->w_sqlstate, sizeof(l->w_sqlstate), "%s", sqlstate ? sqlstate : "");
+	l->w_sqlstate_count++;
 	rc = 0;
 fail:
 	cs_buf_cleanup(&one);
@@ -356,27 +411,28 @@ fail:
 }
 
 /* Re-read the stored offsets of the batch's partitions and seek there (after fencing). */
-static cs_err_t resync_partitions(cs_worker_t *w)
+static cs_err_t resync_partitions(lane_t *l)
 {
+	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	rd_kafka_topic_partition_list_t *list;
 	int nparts;
 	cs_err_t err = CS_OK;
 
-	parts = cs_batch_parts(w->inflight, &nparts);
+	parts = cs_batch_parts(l->inflight, &nparts);
 	list = rd_kafka_topic_partition_list_new(nparts);
 	for (int i = 0; i < nparts && err == CS_OK; i++) {
 		int64_t stored;
 		if (parts[i].partition < 0 || pstate_find(w, parts[i].topic, parts[i].partition) == NULL)
 			continue;
-		err = cs_writer_stored_offset(w->writer, parts[i].topic, parts[i].partition, &stored,
+		err = cs_writer_stored_offset(l->writer, parts[i].topic, parts[i].partition, &stored,
 					      w->errstr, sizeof(w->errstr));
 		if (err != CS_OK || stored < 0)
 			continue;
 		if (pstate_set(w, parts[i].topic, parts[i].partition, stored) != 0)
 			err = CS_ERR_FATAL;
 		/* what the loop has read past the fenced batch is read again after the seek */
-		cs_batch_drop_partition(w->batch, parts[i].topic, parts[i].partition);
+		cs_batch_drop_partition(l->batch, parts[i].topic, parts[i].partition);
 		rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
 			stored;
 	}
@@ -392,13 +448,14 @@ static cs_err_t resync_partitions(cs_worker_t *w)
 }
 
 /* Commit the batch's next offsets to Kafka too (for lag tools; PostgreSQL holds the truth). */
-static void commit_to_kafka(cs_worker_t *w)
+static void commit_to_kafka(lane_t *l)
 {
+	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	rd_kafka_topic_partition_list_t *list;
 	int nparts;
 
-	parts = cs_batch_parts(w->inflight, &nparts);
+	parts = cs_batch_parts(l->inflight, &nparts);
 	list = rd_kafka_topic_partition_list_new(nparts);
 	for (int i = 0; i < nparts; i++) {
 		if (parts[i].partition < 0 || pstate_find(w, parts[i].topic, parts[i].partition) == NULL)
@@ -412,15 +469,16 @@ static void commit_to_kafka(cs_worker_t *w)
 }
 
 /* Log the committed batch: rows, bytes, duration and rows/s, per table. */
-static void log_batch(cs_worker_t *w, int64_t ms)
+static void log_batch(lane_t *l, int64_t ms)
 {
+	cs_worker_t *w = l->w;
 	char rows[32], bytes[32], dur[32], rate[32], tables[512];
 	uint64_t r = 0, by = 0;
 	size_t off = 0;
 
 	tables[0] = '\0';
 	for (int t = 0; t < w->cfg->ntables; t++) {
-		const cs_writer_table_stats_t *ts = cs_writer_table_stats(w->writer, t);
+		const cs_writer_table_stats_t *ts = cs_writer_table_stats(l->writer, t);
 		if (ts->rows == 0 && ts->rejected == 0)
 			continue;
 		r += ts->rows;
@@ -448,22 +506,23 @@ static void log_batch(cs_worker_t *w, int64_t ms)
 }
 
 /* The stored offsets this worker expects for the filled batch's partitions. */
-static int fill_expected(cs_worker_t *w)
+static int fill_expected(lane_t *l)
 {
+	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	int nparts;
 
-	parts = cs_batch_parts(w->batch, &nparts);
-	if (nparts > w->expected_cap) {
-		int64_t *e = realloc(w->expected, (size_t)nparts * sizeof(*e));
+	parts = cs_batch_parts(l->batch, &nparts);
+	if (nparts > l->expected_cap) {
+		int64_t *e = realloc(l->expected, (size_t)nparts * sizeof(*e));
 		if (e == NULL)
 			return -1;
-		w->expected = e;
-		w->expected_cap = nparts;
+		l->expected = e;
+		l->expected_cap = nparts;
 	}
 	for (int i = 0; i < nparts; i++) {
 		const pstate_t *p = pstate_find(w, parts[i].topic, parts[i].partition);
-		w->expected[i] = p ? p->stored : -1;
+		l->expected[i] = p ? p->stored : -1;
 	}
 	return 0;
 }
@@ -473,8 +532,9 @@ static int fill_expected(cs_worker_t *w)
  * again. Letters that did arrive arrive twice (the dead-letter topic is at least once).
  * @returns CS_ERR_RETRIABLE (wait, then go on), or CS_ERR_FATAL when the seek failed: the
  *          consumer's position is then unknown and only a restart from the stored offsets is safe. */
-static cs_err_t rewind_batch(cs_worker_t *w)
+static cs_err_t rewind_batch(lane_t *l)
 {
+	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	rd_kafka_topic_partition_list_t *list;
 	rd_kafka_error_t *error = NULL;
@@ -485,7 +545,7 @@ static cs_err_t rewind_batch(cs_worker_t *w)
 	snprintf(why, sizeof(why), "%s", w->errstr);
 	cs_log_fields(CS_LOG_WARNING, "dead letters not delivered: the batch is read again",
 		      "error", why, NULL);
-	parts = cs_batch_parts(w->batch, &nparts);
+	parts = cs_batch_parts(l->batch, &nparts);
 	list = rd_kafka_topic_partition_list_new(nparts > 0 ? nparts : 1);
 	for (int i = 0; i < nparts; i++)
 		if (parts[i].partition >= 0)
@@ -509,51 +569,53 @@ static cs_err_t rewind_batch(cs_worker_t *w)
 	}
 	w->fatal = w->fatal || err == CS_ERR_FATAL; /* also when called from a rebalance */
 	rd_kafka_topic_partition_list_destroy(list);
-	cs_batch_reset(w->batch);
-	cs_dlq_tally_reset(w->fill_tally);
+	cs_batch_reset(l->batch);
+	cs_dlq_tally_reset(l->fill_tally);
 	return err;
 }
 
 /* Hand the filled batch to the writer thread (its dead letters acknowledged first) and start
  * filling the other one. Precondition: nothing in flight (settle() returned CS_OK). */
-static cs_err_t submit(cs_worker_t *w)
+static cs_err_t submit(lane_t *l)
 {
+	cs_worker_t *w = l->w;
 	cs_batch_t *tmp;
 	cs_dlq_tally_t *tally;
 
-	if (cs_batch_empty(w->batch))
+	if (cs_batch_empty(l->batch))
 		return CS_OK;
-	if (w->inflight_failed || cs_wthread_busy(w->wt))
+	if (l->inflight_failed || cs_wthread_busy(l->wt))
 		return CS_ERR_RETRIABLE; /* the older batch first */
-	if (cs_dlq_flush(w->dlq, w->fill_tally, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr)) != CS_OK)
-		return rewind_batch(w);
-	if (fill_expected(w) != 0)
+	if (cs_dlq_flush(w->dlq, l->fill_tally, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr)) != CS_OK)
+		return rewind_batch(l);
+	if (fill_expected(l) != 0)
 		return CS_ERR_FATAL;
-	tmp = w->inflight;
-	w->inflight = w->batch;
-	w->batch = tmp;
-	tally = w->flight_tally;
-	w->flight_tally = w->fill_tally;
-	w->fill_tally = tally;
-	cs_dlq_tally_reset(w->fill_tally);
-	w->inflight_bytes = cs_batch_bytes(w->inflight);
+	tmp = l->inflight;
+	l->inflight = l->batch;
+	l->batch = tmp;
+	tally = l->flight_tally;
+	l->flight_tally = l->fill_tally;
+	l->fill_tally = tally;
+	cs_dlq_tally_reset(l->fill_tally);
+	l->inflight_bytes = cs_batch_bytes(l->inflight);
 	if (w->stall_before_write_ms > 0) {
 		/* tests: the loop stalls (no poll) holding a batch, long enough to be thrown out of
 		 * the group; its write must then be fenced */
 		sleep_ms(w->stall_before_write_ms);
 		w->stall_before_write_ms = 0;
 	}
-	cs_wthread_submit(w->wt, w->inflight, w->expected);
+	cs_wthread_submit(l->wt, l->inflight, l->expected);
 	return CS_OK;
 }
 
 /* The in-flight batch committed: move the partitions on, commit to Kafka, count, log. */
-static void committed(cs_worker_t *w, int64_t ms)
+static void committed(lane_t *l, int64_t ms)
 {
+	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	int nparts;
 
-	parts = cs_batch_parts(w->inflight, &nparts);
+	parts = cs_batch_parts(l->inflight, &nparts);
 	for (int i = 0; i < nparts; i++)
 		if (parts[i].partition >= 0 && pstate_find(w, parts[i].topic, parts[i].partition))
 			(void)pstate_set(w, parts[i].topic, parts[i].partition, parts[i].next_offset);
@@ -561,49 +623,50 @@ static void committed(cs_worker_t *w, int64_t ms)
 	if (w->kill_after_commits > 0 && --w->kill_after_commits == 0)
 		raise(SIGKILL);
 	if (w->replay == NULL)
-		commit_to_kafka(w);
+		commit_to_kafka(l);
 	w->stats.batches++;
 	w->stats.last_commit_ms = wall_ms();
 	cs_stats_batch_duration(&w->stats, (double)ms / 1000.0);
-	log_batch(w, ms);
+	log_batch(l, ms);
 }
 
 /* Wait for the batch in flight and act on the outcome. A retriable failure leaves the batch in
  * flight position for a retry; anything else releases it. */
-static cs_err_t collect(cs_worker_t *w)
+static cs_err_t collect(lane_t *l)
 {
+	cs_worker_t *w = l->w;
 	int64_t ms = 0;
 	cs_err_t err;
 
-	if (!cs_wthread_busy(w->wt)) {
-		if (!w->inflight_failed)
+	if (!cs_wthread_busy(l->wt)) {
+		if (!l->inflight_failed)
 			return CS_OK;
 		/* the failed batch goes again, with the same expected offsets (and its rejected
 		 * rows are dead-lettered again) */
-		cs_dlq_tally_reset(w->flight_tally);
-		cs_wthread_submit(w->wt, w->inflight, w->expected);
+		cs_dlq_tally_reset(l->flight_tally);
+		cs_wthread_submit(l->wt, l->inflight, l->expected);
 	}
-	err = cs_wthread_wait(w->wt, &ms, w->errstr, sizeof(w->errstr));
-	w->inflight_failed = err == CS_ERR_RETRIABLE || err == CS_ERR_FATAL;
-	w->stats.dead_letters[CS_REASON_DB_REJECTED] += w->w_dead_db;
-	for (uint64_t i = 0; i < w->w_sqlstate_count; i++)
-		cs_stats_db_error(&w->stats, w->w_sqlstate);
-	w->w_dead_db = w->w_sqlstate_count = 0;
+	err = cs_wthread_wait(l->wt, &ms, w->errstr, sizeof(w->errstr));
+	l->inflight_failed = err == CS_ERR_RETRIABLE || err == CS_ERR_FATAL;
+	w->stats.dead_letters[CS_REASON_DB_REJECTED] += l->w_dead_db;
+	for (uint64_t i = 0; i < l->w_sqlstate_count; i++)
+		cs_stats_db_error(&w->stats, l->w_sqlstate);
+	l->w_dead_db = l->w_sqlstate_count = 0;
 	w->stats.pg_ok = err == CS_OK || err == CS_ERR_FENCED;
 	if (err == CS_ERR_RETRIABLE || err == CS_ERR_FATAL) {
-		cs_stats_db_error(&w->stats, cs_writer_last_sqlstate(w->writer));
+		cs_stats_db_error(&w->stats, cs_writer_last_sqlstate(l->writer));
 		return err;
 	}
 	if (err == CS_OK) {
-		committed(w, ms);
+		committed(l, ms);
 	} else {
 		cs_log_fields(CS_LOG_WARNING, "batch dropped: partitions fenced", "error", w->errstr,
 			      NULL);
 		w->stats.fenced++;
-		err = resync_partitions(w);
+		err = resync_partitions(l);
 	}
-	cs_batch_reset(w->inflight);
-	w->inflight_bytes = 0;
+	cs_batch_reset(l->inflight);
+	l->inflight_bytes = 0;
 	return err;
 }
 
@@ -628,8 +691,12 @@ static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
 {
 	int64_t backoff = w->cfg->retry_backoff_ms;
 
-	/* the writer's connection is the thread's while a batch is in flight */
-	if (!w->in_settle && settle(w, -1) != CS_OK)
+	/* a writer's connection is its thread's while a batch is in flight: the stored offsets
+	 * are read on lane 0's once every lane has settled, or on the connection of the lane
+	 * whose settle() polled (its batch waits for a retry, other lanes may be writing) */
+	cs_writer_t *writer = w->settling != NULL ? w->settling->writer : w->lanes[0].writer;
+
+	if (w->settling == NULL && settle_all(w, -1) != CS_OK)
 		cs_warn("batch in flight not written before the assignment: %s", w->errstr);
 
 	for (int i = 0; i < parts->cnt; i++) {
@@ -637,14 +704,14 @@ static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
 		int64_t stored = -1;
 		cs_err_t err;
 
-		while ((err = cs_writer_stored_offset(w->writer, p->topic, p->partition, &stored,
+		while ((err = cs_writer_stored_offset(writer, p->topic, p->partition, &stored,
 						      w->errstr, sizeof(w->errstr))) != CS_OK &&
 		       !*w->stop) {
 			cs_warn("%s", w->errstr);
 			sleep_ms(backoff);
 			backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
 									 : backoff * 2;
-			if (cs_writer_connect(w->writer, w->errstr, sizeof(w->errstr)) != CS_OK)
+			if (cs_writer_connect(writer, w->errstr, sizeof(w->errstr)) != CS_OK)
 				cs_warn("%s", w->errstr);
 		}
 		p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
@@ -663,18 +730,22 @@ static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
  * then drop whatever is left for them. */
 static void on_revoke(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts, bool lost)
 {
-	if (!lost && !w->in_settle) {
+	if (!lost && w->settling == NULL) {
 		cs_err_t err = drain(w, now_ms() + w->cfg->shutdown_grace_ms);
 		if (err != CS_OK)
 			cs_log_fields(CS_LOG_WARNING, "could not write the batch before a rebalance",
 				      "error", w->errstr, NULL);
-	} else if (!w->in_settle) {
-		(void)collect(w); /* lost: let the write finish; fencing decides its fate */
+	} else if (w->settling == NULL) {
+		/* lost: let the writes finish; fencing decides their fate */
+		for (int l = 0; l < w->nlanes; l++)
+			(void)collect(&w->lanes[l]);
 	}
 	for (int i = 0; i < parts->cnt; i++) {
-		cs_batch_drop_partition(w->batch, parts->elems[i].topic, parts->elems[i].partition);
-		if (!cs_wthread_busy(w->wt))
-			cs_batch_drop_partition(w->inflight, parts->elems[i].topic,
+		lane_t *l = lane_of(w, parts->elems[i].topic, parts->elems[i].partition);
+
+		cs_batch_drop_partition(l->batch, parts->elems[i].topic, parts->elems[i].partition);
+		if (!cs_wthread_busy(l->wt))
+			cs_batch_drop_partition(l->inflight, parts->elems[i].topic,
 						parts->elems[i].partition);
 		pstate_remove(w, parts->elems[i].topic, parts->elems[i].partition);
 		cs_info("partition \"%s\" [%d] %s", parts->elems[i].topic,
@@ -870,41 +941,60 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 			snprintf(group, glen, "%s", cfg->kafka[i].value);
 	cs_decode_limits_default(&limits);
 	limits.max_message_bytes = (size_t)cfg->max_message_bytes;
-	w->fill_tally = &w->tallies[0];
-	w->flight_tally = &w->tallies[1];
 	w->dec = cs_decoder_new(&limits);
-	w->dec2 = cs_decoder_new(&limits);
-	w->batch = cs_batch_new(cfg->tables, cfg->ntables);
-	w->inflight = cs_batch_new(cfg->tables, cfg->ntables);
-	/* a replay stores no offsets: the live group's stay as they are */
-	w->writer = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables,
-				  cfg->ntables, replay != NULL ? "" : group);
-	if (w->dec == NULL || w->dec2 == NULL || w->batch == NULL || w->inflight == NULL ||
-	    w->writer == NULL) {
+	w->nlanes = cfg->pg_writers > 1 ? (int)cfg->pg_writers : 1;
+	w->lanes = calloc((size_t)w->nlanes, sizeof(*w->lanes));
+	if (w->dec == NULL || w->lanes == NULL) {
 		snprintf(errstr, errstr_size, "out of memory");
 		goto fail;
 	}
+	/* the memory cap (3 x max_bytes + 32 MB) holds whatever the number of lanes: they share
+	 * max_bytes (at least 1 MiB each) */
+	w->lane_max_bytes = cfg->batch_max_bytes / w->nlanes;
+	if (w->lane_max_bytes < 1048576)
+		w->lane_max_bytes = 1048576;
 	w->write_when_idle = cfg->batch_write_when_idle == NULL ||
 			     strcmp(cfg->batch_write_when_idle, "off") != 0;
-	/* auto: twice a batch's COPY bytes (staging rows are a little larger), at most 1 GB */
-	cs_writer_set_temp_buffers(w->writer, cfg->pg_temp_buffers_mb >= 0
-						      ? cfg->pg_temp_buffers_mb * 1024
-						  : 2 * cfg->batch_max_bytes > 1073741824
-						      ? 1048576
-						      : 2 * cfg->batch_max_bytes / 1024);
-	cs_writer_set_direct(w->writer, cfg->pg_direct_copy == NULL ||
-						strcmp(cfg->pg_direct_copy, "off") != 0);
-	*err = cs_writer_connect(w->writer, errstr, errstr_size);
-	if (*err != CS_OK)
-		goto fail;
+	for (int i = 0; i < w->nlanes; i++) {
+		lane_t *l = &w->lanes[i];
+
+		l->w = w;
+		l->index = i;
+		l->fill_tally = &l->tallies[0];
+		l->flight_tally = &l->tallies[1];
+		l->dec2 = cs_decoder_new(&limits);
+		l->batch = cs_batch_new(cfg->tables, cfg->ntables);
+		l->inflight = cs_batch_new(cfg->tables, cfg->ntables);
+		/* a replay stores no offsets: the live group's stay as they are */
+		l->writer = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables,
+					  cfg->ntables, replay != NULL ? "" : group);
+		if (l->dec2 == NULL || l->batch == NULL || l->inflight == NULL || l->writer == NULL) {
+			snprintf(errstr, errstr_size, "out of memory");
+			goto fail;
+		}
+		/* auto: twice a batch's COPY bytes (staging rows are a little larger), at most 1 GB */
+		cs_writer_set_temp_buffers(l->writer, cfg->pg_temp_buffers_mb >= 0
+							      ? cfg->pg_temp_buffers_mb * 1024
+							  : 2 * w->lane_max_bytes > 1073741824
+							      ? 1048576
+							      : 2 * w->lane_max_bytes / 1024);
+		cs_writer_set_direct(l->writer, cfg->pg_direct_copy == NULL ||
+							strcmp(cfg->pg_direct_copy, "off") != 0);
+		/* with several lanes, rows are merged in key order: two transactions that meet
+		 * the same keys then wait for each other instead of deadlocking */
+		cs_writer_set_key_order(l->writer, w->nlanes > 1);
+		*err = cs_writer_connect(l->writer, errstr, errstr_size);
+		if (*err != CS_OK)
+			goto fail;
+		*err = CS_ERR_FATAL;
+		l->wt = cs_wthread_new(l->writer, reject_row, l);
+		if (l->wt == NULL) {
+			snprintf(errstr, errstr_size, "could not start the writer thread");
+			goto fail;
+		}
+	}
 	w->stats.pg_ok = true;
 	w->stats.kafka_ok = true;
-	*err = CS_ERR_FATAL;
-	w->wt = cs_wthread_new(w->writer, reject_row, w);
-	if (w->wt == NULL) {
-		snprintf(errstr, errstr_size, "could not start the writer thread");
-		goto fail;
-	}
 	w->dlq = cs_dlq_new(cfg, errstr, errstr_size);
 	if (w->dlq == NULL || make_consumer(w, errstr, errstr_size) != 0)
 		goto fail;
@@ -915,25 +1005,27 @@ fail:
 	return NULL;
 }
 
-/* True when the batch must be written now. */
-static bool batch_due(const cs_worker_t *w, int64_t now)
+/* True when the lane's batch must be written now. */
+static bool batch_due(const lane_t *l, int64_t now)
 {
-	const cs_batch_bounds_t bounds = {w->cfg->batch_max_rows, w->cfg->batch_max_bytes,
+	const cs_worker_t *w = l->w;
+	const cs_batch_bounds_t bounds = {w->cfg->batch_max_rows, w->lane_max_bytes,
 					  w->cfg->batch_linger_ms};
 
-	return cs_batch_due(w->batch, &bounds, now - w->batch_start_ms);
+	return cs_batch_due(l->batch, &bounds, now - l->batch_start_ms);
 }
 
-/* Collect the batch in flight, retrying infrastructure errors with exponential backoff and
- * jitter while the partitions are paused, until it commits, `deadline` passes (-1: none) or a
- * stop. Messages that arrive meanwhile join the filling batch. */
-static cs_err_t settle(cs_worker_t *w, int64_t deadline)
+/* Collect the lane's batch in flight, retrying infrastructure errors with exponential backoff
+ * and jitter while the partitions are paused, until it commits, `deadline` passes (-1: none)
+ * or a stop. Messages that arrive meanwhile join the filling batches. */
+static cs_err_t settle(lane_t *l, int64_t deadline)
 {
+	cs_worker_t *w = l->w;
 	int64_t backoff = w->cfg->retry_backoff_ms;
 	cs_err_t err;
 
-	w->in_settle = true;
-	while ((err = collect(w)) == CS_ERR_RETRIABLE) {
+	w->settling = l;
+	while ((err = collect(l)) == CS_ERR_RETRIABLE) {
 		int64_t wait = backoff / 2 + (int64_t)(rand() % (int)(backoff / 2 + 1));
 		w->stats.retries++;
 		cs_log_fields(CS_LOG_WARNING, "batch not written, will retry", "error", w->errstr,
@@ -959,23 +1051,39 @@ static cs_err_t settle(cs_worker_t *w, int64_t deadline)
 								 : backoff * 2;
 	}
 	if (err == CS_OK) {
-		set_paused(w, false);
-		w->stats.retrying = false;
+		bool retrying = false;
+
+		for (int i = 0; i < w->nlanes; i++)
+			retrying = retrying || w->lanes[i].inflight_failed;
+		if (!retrying) {
+			set_paused(w, false);
+			w->stats.retrying = false;
+		}
 	}
 out:
-	w->in_settle = false;
+	w->settling = NULL;
 	return err;
 }
 
-/* Write everything held (in flight, then the filling batch) before `deadline`. */
+/* settle() every lane; the first error stops. */
+static cs_err_t settle_all(cs_worker_t *w, int64_t deadline)
+{
+	cs_err_t err = CS_OK;
+
+	for (int i = 0; i < w->nlanes && err == CS_OK; i++)
+		err = settle(&w->lanes[i], deadline);
+	return err;
+}
+
+/* Write everything held (in flight, then the filling batches) before `deadline`. */
 static cs_err_t drain(cs_worker_t *w, int64_t deadline)
 {
-	cs_err_t err = settle(w, deadline);
+	cs_err_t err = settle_all(w, deadline);
 
+	for (int i = 0; i < w->nlanes && err == CS_OK; i++)
+		err = submit(&w->lanes[i]);
 	if (err == CS_OK)
-		err = submit(w);
-	if (err == CS_OK)
-		err = settle(w, deadline);
+		err = settle_all(w, deadline);
 	return err;
 }
 
@@ -1028,29 +1136,48 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 	while (!*stop && err != CS_ERR_FATAL && !w->fatal) {
 		int64_t now = now_ms(), timeout = 100;
 		rd_kafka_message_t *rkm;
-		bool eager;
+		bool eager = false, acted = false, busy = false;
 
-		if (cs_wthread_busy(w->wt) && cs_wthread_done(w->wt)) {
-			err = settle(w, -1);
-			continue;
+		for (int i = 0; i < w->nlanes && err == CS_OK; i++) {
+			lane_t *l = &w->lanes[i];
+
+			if (cs_wthread_busy(l->wt) && cs_wthread_done(l->wt)) {
+				err = settle(l, -1);
+				acted = true;
+			}
 		}
-		/* write_when_idle: an idle writer takes the batch as soon as the consumer's queue is
-		 * empty; under load batches still fill up while the previous one is written */
-		eager = w->write_when_idle && !cs_batch_empty(w->batch) && !cs_wthread_busy(w->wt);
-		if (batch_due(w, now) || (eager && queue_empty)) {
+		if (acted)
+			continue;
+		for (int i = 0; i < w->nlanes && err == CS_OK; i++) {
+			lane_t *l = &w->lanes[i];
+			/* write_when_idle: an idle writer takes its batch as soon as the consumer's
+			 * queue is empty; under load batches still fill up while the previous one
+			 * is written */
+			bool lane_eager = w->write_when_idle && !cs_batch_empty(l->batch) &&
+					  !cs_wthread_busy(l->wt);
+
+			if (batch_due(l, now) || (lane_eager && queue_empty)) {
+				/* one batch in flight per lane: wait for it, then hand this one over */
+				err = settle(l, -1);
+				if (err == CS_OK)
+					err = submit(l);
+				if (err == CS_ERR_RETRIABLE) /* dead letters not delivered: read again later */
+					err = CS_OK, sleep_ms(w->cfg->retry_backoff_ms);
+				acted = true;
+				continue;
+			}
+			eager = eager || lane_eager;
+			busy = busy || cs_wthread_busy(l->wt);
+			if (!cs_batch_empty(l->batch) &&
+			    l->batch_start_ms + w->cfg->batch_linger_ms - now < timeout)
+				timeout = l->batch_start_ms + w->cfg->batch_linger_ms - now;
+		}
+		if (acted) {
 			queue_empty = false;
-			/* one batch in flight at a time: wait for it, then hand this one over */
-			err = settle(w, -1);
-			if (err == CS_OK)
-				err = submit(w);
-			if (err == CS_ERR_RETRIABLE) /* dead letters not delivered: read again later */
-				err = CS_OK, sleep_ms(w->cfg->retry_backoff_ms);
 			continue;
 		}
-		if (!cs_batch_empty(w->batch))
-			timeout = w->batch_start_ms + w->cfg->batch_linger_ms - now;
-		if (cs_wthread_busy(w->wt) && timeout > 10)
-			timeout = 10; /* collect the write promptly when it finishes */
+		if (busy && timeout > 10)
+			timeout = 10; /* collect a write promptly when it finishes */
 		if (timeout > 100 || timeout < 0)
 			timeout = timeout < 0 ? 0 : 100;
 		if (eager)
@@ -1085,10 +1212,14 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 	if (drain(w, now_ms() + w->cfg->shutdown_grace_ms) != CS_OK) {
 		cs_warn("pending entries not written before the grace period ended: they will be "
 			"consumed again: %s", w->errstr);
-		(void)cs_wthread_wait(w->wt, NULL, w->errstr, sizeof(w->errstr));
-		cs_batch_reset(w->batch);
-		cs_batch_reset(w->inflight);
-		w->inflight_failed = false;
+		for (int i = 0; i < w->nlanes; i++) {
+			lane_t *l = &w->lanes[i];
+
+			(void)cs_wthread_wait(l->wt, NULL, w->errstr, sizeof(w->errstr));
+			cs_batch_reset(l->batch);
+			cs_batch_reset(l->inflight);
+			l->inflight_failed = false;
+		}
 		if (w->replay != NULL) {
 			replay_progress(w, true);
 			snprintf(errstr, errstr_size, "replay stopped before its last batch was "
@@ -1111,15 +1242,20 @@ void cs_worker_destroy(cs_worker_t *w)
 		rd_kafka_consumer_close(w->rk);
 		rd_kafka_destroy(w->rk);
 	}
-	cs_wthread_destroy(w->wt);
+	for (int i = 0; w->lanes != NULL && i < w->nlanes; i++) {
+		lane_t *l = &w->lanes[i];
+
+		cs_wthread_destroy(l->wt); /* joins the thread before its writer goes */
+		cs_writer_destroy(l->writer);
+		cs_batch_destroy(l->batch);
+		cs_batch_destroy(l->inflight);
+		cs_decoder_destroy(l->dec2);
+		free(l->expected);
+	}
+	free(w->lanes);
 	cs_replay_destroy(w->replay);
 	cs_dlq_destroy(w->dlq);
-	cs_writer_destroy(w->writer);
-	cs_batch_destroy(w->batch);
-	cs_batch_destroy(w->inflight);
 	cs_decoder_destroy(w->dec);
-	cs_decoder_destroy(w->dec2);
 	free(w->parts);
-	free(w->expected);
 	free(w);
 }

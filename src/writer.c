@@ -60,6 +60,7 @@ struct cs_writer {
 	cs_writer_table_stats_t *stats;
 	cs_buf_t copybuf; /* COPY data on its way, up to about COPY_CHUNK bytes */
 	bool direct;      /* try the direct path (try_direct) */
+	bool key_order;   /* merge rows in key order (cs_writer_set_key_order) */
 	int64_t temp_buffers_kb; /* SET temp_buffers at connect; 0 = the server's */
 	/* the SQLSTATE and message of the last failed statement */
 	char sqlstate[6];
@@ -94,6 +95,11 @@ cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspe
 void cs_writer_set_direct(cs_writer_t *w, bool on)
 {
 	w->direct = on;
+}
+
+void cs_writer_set_key_order(cs_writer_t *w, bool on)
+{
+	w->key_order = on;
 }
 
 void cs_writer_set_temp_buffers(cs_writer_t *w, int64_t kb)
@@ -279,9 +285,9 @@ static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
 				 : 0;
 }
 
-/* INSERT INTO target SELECT ... FROM staging WHERE `filter` ON CONFLICT ... */
+/* INSERT INTO target SELECT ... FROM staging WHERE `filter` [ORDER BY key] ON CONFLICT ... */
 static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_shape_t *shape,
-		       int t, const char *target, const char *filter, bool force)
+		       int t, const char *target, const char *filter, bool force, bool key_order)
 {
 	size_t len = 0;
 	const char *source = shape->has_source ? ", " SOURCE_COLS : "";
@@ -292,6 +298,9 @@ static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_sha
 			       add_columns(buf, &len, spec, "", false) != 0 ||
 			       add(buf, &len, "%s FROM pg_temp.copysink_stage_%d WHERE %s", source, t,
 				   filter) != 0 ||
+			       (key_order && spec->on_conflict != CS_CONFLICT_NONE &&
+				(add(buf, &len, " ORDER BY ") != 0 ||
+				 add_columns(buf, &len, spec, "", true) != 0)) ||
 			       add_conflict(buf, &len, spec, shape, force) != 0
 		       ? -1
 		       : 0;
@@ -351,10 +360,10 @@ static int build_sql(cs_writer_t *w, int t, const cs_table_shape_t *shape)
 		return -1;
 	if (build_merge(s->merge, spec, shape, t, target,
 			split ? "copysink_op < 2 AND NOT copysink_collapsed" : "copysink_op < 2",
-			false) != 0)
+			false, w->key_order) != 0)
 		return -1;
 	if (split && build_merge(s->merge_force, spec, shape, t, target,
-				 "copysink_op < 2 AND copysink_collapsed", true) != 0)
+				 "copysink_op < 2 AND copysink_collapsed", true, w->key_order) != 0)
 		return -1;
 	return 0;
 }

@@ -61,6 +61,13 @@ cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspe
 void cs_writer_set_direct(cs_writer_t *w, bool on);
 
 /*
+ * Merge the rows of a batch in key order (INSERT ... SELECT ... ORDER BY the key), for several
+ * writers on one table: two transactions meeting the same keys then lock them in the same order
+ * and one waits for the other instead of deadlocking. Set before cs_writer_connect().
+ */
+void cs_writer_set_key_order(cs_writer_t *w, bool on);
+
+/*
  * The session's temp_buffers in kB, set on every connection before the staging tables are
  * first used (0: leave the server's setting). Measured side by side in four paired rounds,
  * 64 MB (twice a default batch's COPY bytes) against the server's 8 MB: the new-keys staging
