@@ -508,6 +508,9 @@ def main():
                     help="max_rows values of the batch size sweep (empty: no sweep)")
     ap.add_argument("--max-bytes", type=int, default=33554432)
     ap.add_argument("--linger-ms", type=int, default=200)
+    ap.add_argument("--writers", type=int, default=PARTITIONS,
+                    help="[postgres] writers of the several-writers runs, which the targets "
+                         "compare (default: one per partition)")
     ap.add_argument("--rounds", type=int, default=2,
                     help="rounds of the runs the targets compare (each figure: the fastest)")
     ap.add_argument("--latency-seconds", type=float, default=20,
@@ -576,17 +579,29 @@ def main():
                                    fetch_wake=wake)
             keep_best(res, name, {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss,
                                   "log": f"{name}_{rnd}.log"})
-        log(f"round {rnd}: copysink, all keys existing (update)")
-        with conn.cursor() as cur:
-            cur.execute("CHECKPOINT")
-        dt, rss = run_copysink(args, t_upd, 10000, f"copysink_upd_{rnd}.log", conn)
-        keep_best(res, "copysink_update", {"seconds": dt, "rows_per_s": n / dt,
-                                           "peak_rss_kb": rss, "log": f"copysink_upd_{rnd}.log"})
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM memory_entries WHERE value LIKE 'v2 %'")
-            got = cur.fetchone()[0]
-        if got != n:
-            raise RuntimeError(f"copysink updated {got} rows of {n}")
+        for name, wr in (("copysink_update", 1), ("copysink_update_writers", args.writers)):
+            if name == "copysink_update_writers":  # the table again as new keys left it
+                log(f"round {rnd}: copysink, new keys, writers = {wr}")
+                empty_table(conn)
+                log_name = f"copysink_new_writers_{rnd}.log"
+                dt, rss = run_copysink(args, t_new, 10000, log_name, conn,
+                                       pg_options=f"writers = {wr}")
+                keep_best(res, "copysink_new_writers", {"seconds": dt, "rows_per_s": n / dt,
+                                                        "peak_rss_kb": rss, "log": log_name,
+                                                        "writers": wr})
+            log(f"round {rnd}: copysink, all keys existing (update), writers = {wr}")
+            with conn.cursor() as cur:
+                cur.execute("CHECKPOINT")
+            log_name = f"{name.replace('update', 'upd')}_{rnd}.log"
+            dt, rss = run_copysink(args, t_upd, 10000, log_name, conn,
+                                   pg_options=f"writers = {wr}")
+            keep_best(res, name, {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss,
+                                  "log": log_name, "writers": wr})
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM memory_entries WHERE value LIKE 'v2 %'")
+                got = cur.fetchone()[0]
+            if got != n:
+                raise RuntimeError(f"copysink updated {got} rows of {n}")
         log(f"round {rnd}: raw COPY ceiling (psycopg2, then psql)")
         dt = raw_ceiling(conn, copy_new, n)
         keep_best(res, "raw_copy", {"seconds": dt, "rows_per_s": n / dt, "client": "psycopg2"})
@@ -623,18 +638,21 @@ def main():
                             kafka_extra=f"queued.max.messages.kbytes = {big}\n")
     res["copysink_new_bigqueue"] = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss4,
                                     "queued_max_messages_kbytes": big}
-    # several writers: workers in one group, each with its own connection and partitions
-    res["copysink_workers"] = [{"workers": 1, **{k: res["copysink_new"][k] for k in
-                                                 ("seconds", "rows_per_s", "peak_rss_kb")}}]
-    for k in (2, 3):
-        log(f"copysink, new keys, {k} workers in one group")
-        empty_table(conn)
-        dt, rss = run_copysink(args, t_new, 10000, f"copysink_new_{k}workers.log", conn,
-                               workers=k)
-        res["copysink_workers"].append({"workers": k, "seconds": dt, "rows_per_s": n / dt,
-                                        "peak_rss_kb": rss})
+    # several writers in one worker ([postgres] writers), each its own connection and a share
+    # of the partitions: 1 and args.writers come from the rounds, the others are run here
+    res["copysink_writers"] = []
+    for k in range(1, max(args.writers, 3) + 1):
+        src = {1: res["copysink_new"], args.writers: res["copysink_new_writers"]}.get(k)
+        if src is None:
+            log(f"copysink, new keys, writers = {k}")
+            empty_table(conn)
+            dt, rss = run_copysink(args, t_new, 10000, f"copysink_new_writers{k}.log", conn,
+                                   pg_options=f"writers = {k}")
+            src = {"seconds": dt, "rows_per_s": n / dt, "peak_rss_kb": rss}
+        res["copysink_writers"].append({"writers": k, **{f: src[f] for f in
+                                                         ("seconds", "rows_per_s", "peak_rss_kb")}})
     res["raw_copy_parallel"] = []
-    for k in (1, 2, 3):
+    for k in range(1, max(args.writers, 3) + 1):
         log(f"raw COPY ceiling, {k} psql connection(s) at once")
         parts = [binary_copy(new[i::k], kind) for i in range(k)]
         dt = raw_ceiling_parallel(args.pg, conn, parts, n)
@@ -703,20 +721,32 @@ def default_peak_rss_mb(res):
     runs += res["copysink_update"].get("rounds", [res["copysink_update"]])
     runs += res["copysink_new"].get("rounds", [res["copysink_new"]])
     runs += res["copysink_new_nowake"].get("rounds", [res["copysink_new_nowake"]])
+    for name in ("copysink_new_writers", "copysink_update_writers"):
+        runs += res[name].get("rounds", [res[name]]) if name in res else []
+    runs += res.get("copysink_writers", [])
     return max(r["peak_rss_kb"] for r in runs) / 1024
+
+
+def targeted(res):
+    """The new-keys and update rates the targets compare: copysink with several writers when
+    the run measured them (one per partition, a setting of the worker), else the defaults."""
+    if "copysink_new_writers" in res and "copysink_update_writers" in res:
+        return (res["copysink_new_writers"]["rows_per_s"],
+                res["copysink_update_writers"]["rows_per_s"],
+                f" (writers = {res['copysink_new_writers']['writers']})")
+    return res["copysink_new"]["rows_per_s"], res["copysink_update"]["rows_per_s"], ""
 
 
 def targets(res):
     """(name, measured, required, format) of every target; met when measured >= required
     (the ceilings of RSS and latency are turned round: the room left under them)."""
-    c_new = res["copysink_new"]["rows_per_s"]
-    c_upd = res["copysink_update"]["rows_per_s"]
+    c_new, c_upd, label = targeted(res)
     out = [
-        ("new keys: copysink / raw COPY ceiling", c_new / res["raw_copy"]["rows_per_s"], 0.85,
-         "{:.2f}"),
-        ("keys existing, update: copysink / merge ceiling",
+        (f"new keys: copysink{label} / raw COPY ceiling", c_new / res["raw_copy"]["rows_per_s"],
+         0.85, "{:.2f}"),
+        (f"keys existing, update: copysink{label} / merge ceiling",
          c_upd / res["merge_update"]["rows_per_s"], 0.95, "{:.2f}"),
-        ("copysink / the seed's COPY method", c_new / res["seed_copy"]["rows_per_s"], 20,
+        (f"copysink{label} / the seed's COPY method", c_new / res["seed_copy"]["rows_per_s"], 20,
          "{:.1f}"),
     ]
     rss = default_peak_rss_mb(res)
@@ -779,6 +809,14 @@ def report(res, out):
     c_upd = res["copysink_update"]["rows_per_s"]
     k = len(res["copysink_new"].get("rounds", [None]))
     best = f" (fastest of {k})" if k > 1 else ""
+    t_new, t_upd, label = targeted(res)
+
+    def t_ratio(rate, key, digits=2):
+        """The ratio of the targeted configuration too, when it is not the default."""
+        if not label:
+            return ""
+        return (f"; writers = {res['copysink_new_writers']['writers']}: "
+                f"{rate / res[key]['rows_per_s']:.{digits}f}")
     rows = [
         (f"copysink end to end, new keys{best}", c_new, ""),
         (f"copysink end to end, new keys, fetch_wake = off{best}",
@@ -798,17 +836,27 @@ def report(res, out):
          f"{res['copysink_new_bigqueue']['peak_rss_kb'] / 1024:.0f} MB)",
          res["copysink_new_bigqueue"]["rows_per_s"], ""),
         (f"copysink end to end, all keys existing (update){best}", c_upd, ""),
+        *([(f"copysink end to end, new keys, writers = {res['copysink_new_writers']['writers']}"
+            f"{best}", res["copysink_new_writers"]["rows_per_s"],
+            f"/writers = 1 {res['copysink_new_writers']['rows_per_s'] / c_new:.2f}"),
+           (f"copysink end to end, all keys existing (update), writers = "
+            f"{res['copysink_update_writers']['writers']}{best}",
+            res["copysink_update_writers"]["rows_per_s"],
+            f"/writers = 1 {res['copysink_update_writers']['rows_per_s'] / c_upd:.2f}")]
+          if "copysink_update_writers" in res else []),
         (f"raw binary COPY ceiling (one connection, {res['raw_copy'].get('client', 'psycopg2')})"
          f"{best}", res["raw_copy"]["rows_per_s"],
-         f"copysink/ceiling {c_new / res['raw_copy']['rows_per_s']:.2f}"),
+         f"copysink/ceiling {c_new / res['raw_copy']['rows_per_s']:.2f}{t_ratio(t_new, 'raw_copy')}"),
         (f"merge ceiling by hand, new keys{best}", res["merge_new"]["rows_per_s"],
-         f"copysink/merge {c_new / res['merge_new']['rows_per_s']:.2f}"),
+         f"copysink/merge {c_new / res['merge_new']['rows_per_s']:.2f}{t_ratio(t_new, 'merge_new')}"),
         (f"merge ceiling by hand, keys existing{best}", res["merge_update"]["rows_per_s"],
-         f"copysink/merge {c_upd / res['merge_update']['rows_per_s']:.2f}"),
+         f"copysink/merge {c_upd / res['merge_update']['rows_per_s']:.2f}{t_ratio(t_upd, 'merge_update')}"),
         (f"seed: StringIO COPY + ON CONFLICT ({res['seed_copy']['entries']} entries)",
-         res["seed_copy"]["rows_per_s"], f"copysink/seed {c_new / res['seed_copy']['rows_per_s']:.1f}"),
+         res["seed_copy"]["rows_per_s"],
+         f"copysink/seed {c_new / res['seed_copy']['rows_per_s']:.1f}{t_ratio(t_new, 'seed_copy', 1)}"),
         (f"seed: individual INSERTs ({res['seed_insert']['entries']} entries)",
-         res["seed_insert"]["rows_per_s"], f"copysink/seed {c_new / res['seed_insert']['rows_per_s']:.1f}"),
+         res["seed_insert"]["rows_per_s"],
+         f"copysink/seed {c_new / res['seed_insert']['rows_per_s']:.1f}{t_ratio(t_new, 'seed_insert', 1)}"),
     ]
     lines = [f"# copysink benchmark ({res['entries']} entries, {res['dim']}-dim embeddings)", "",
              "| method | rows/s | ratio |", "|---|---:|---|"]
@@ -823,20 +871,24 @@ def report(res, out):
                           ("copysink_new_merge_tb", "copysink_new_merge_tb.log"),
                           ("copysink_new_bigqueue", "copysink_new_bigqueue.log"),
                           ("copysink_update",
-                           res["copysink_update"].get("log", "copysink_upd.log"))):
+                           res["copysink_update"].get("log", "copysink_upd.log")),
+                          ("copysink_new_writers",
+                           res.get("copysink_new_writers", {}).get("log", "")),
+                          ("copysink_update_writers",
+                           res.get("copysink_update_writers", {}).get("log", ""))):
         f = writer_figures(out, log_name, res[key]["seconds"]) if key in res else None
         if f:
             lines.append(f"| {key} | {f[0]:,.0f} | {f[1]:.0%} |")
-    if "copysink_workers" in res and "raw_copy_parallel" in res:
-        lines += ["", "Several writers: copysink workers in one group (each its own connection and "
-                  "a share of the 3 partitions) beside the raw COPY ceiling with as many psql "
-                  "connections at once:", "",
-                  "| writers | copysink rows/s | x 1 writer | peak RSS MB (sum) "
+    if "copysink_writers" in res and "raw_copy_parallel" in res:
+        lines += ["", f"Several writers: one worker with [postgres] writers = N (each writer its "
+                  f"own connection and a share of the {PARTITIONS} partitions) beside the raw "
+                  "COPY ceiling with as many psql connections at once:", "",
+                  "| writers | copysink rows/s | x 1 writer | peak RSS MB "
                   "| raw COPY rows/s | x 1 connection |", "|---:|---:|---:|---:|---:|---:|"]
-        w1 = res["copysink_workers"][0]["rows_per_s"]
+        w1 = res["copysink_writers"][0]["rows_per_s"]
         r1 = res["raw_copy_parallel"][0]["rows_per_s"]
-        for w, r in zip(res["copysink_workers"], res["raw_copy_parallel"]):
-            lines.append(f"| {w['workers']} | {w['rows_per_s']:,.0f} | {w['rows_per_s'] / w1:.2f} "
+        for w, r in zip(res["copysink_writers"], res["raw_copy_parallel"]):
+            lines.append(f"| {w['writers']} | {w['rows_per_s']:,.0f} | {w['rows_per_s'] / w1:.2f} "
                          f"| {w['peak_rss_kb'] / 1024:.0f} | {r['rows_per_s']:,.0f} "
                          f"| {r['rows_per_s'] / r1:.2f} |")
     mb = res["max_bytes"] / 1048576

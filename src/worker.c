@@ -182,6 +182,7 @@ static lane_t *lane_of(cs_worker_t *w, const char *topic, int32_t partition)
 static int pstate_set(cs_worker_t *w, const char *topic, int32_t partition, int64_t stored)
 {
 	pstate_t *p = pstate_find(w, topic, partition);
+	int lane;
 
 	if (p == NULL) {
 		if (w->nparts == w->parts_cap) {
@@ -192,11 +193,12 @@ static int pstate_set(cs_worker_t *w, const char *topic, int32_t partition, int6
 			w->parts = np;
 			w->parts_cap = cap;
 		}
+		lane = least_loaded_lane(w); /* before the new one counts */
 		p = &w->parts[w->nparts++];
 		memset(p, 0, sizeof(*p));
 		snprintf(p->topic, sizeof(p->topic), "%s", topic);
 		p->partition = partition;
-		p->lane = least_loaded_lane(w);
+		p->lane = lane;
 	}
 	p->stored = stored;
 	cs_stats_partition(&w->stats, topic, partition, stored, -1);
@@ -472,7 +474,7 @@ static void commit_to_kafka(lane_t *l)
 static void log_batch(lane_t *l, int64_t ms)
 {
 	cs_worker_t *w = l->w;
-	char rows[32], bytes[32], dur[32], rate[32], tables[512];
+	char rows[32], bytes[32], dur[32], rate[32], tables[512], lane[16];
 	uint64_t r = 0, by = 0;
 	size_t off = 0;
 
@@ -499,10 +501,13 @@ static void log_batch(lane_t *l, int64_t ms)
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)by);
 	snprintf(dur, sizeof(dur), "%lld", (long long)ms);
 	snprintf(rate, sizeof(rate), "%.0f", ms > 0 ? (double)r * 1000.0 / (double)ms : 0.0);
-	/* a replay on a terminal shows a progress bar instead */
+	snprintf(lane, sizeof(lane), "%d", l->index);
+	/* a replay on a terminal shows a progress bar instead; with several writers, the last
+	 * field says which one wrote the batch */
 	cs_log_fields(w->ropts != NULL && w->ropts->tty ? CS_LOG_DEBUG : CS_LOG_INFO,
 		      "batch committed", "rows", rows, "bytes", bytes, "ms", dur,
-		      "rows_per_s", rate, "tables", tables, NULL);
+		      "rows_per_s", rate, "tables", tables, w->nlanes > 1 ? "writer" : NULL, lane,
+		      NULL);
 }
 
 /* The stored offsets this worker expects for the filled batch's partitions. */

@@ -62,6 +62,7 @@ struct cs_writer {
 	bool direct;      /* try the direct path (try_direct) */
 	bool key_order;   /* merge rows in key order (cs_writer_set_key_order) */
 	int64_t temp_buffers_kb; /* SET temp_buffers at connect; 0 = the server's */
+	char offsets_arrays[4][SQL_MAX]; /* store_offsets(): its array parameters */
 	/* the SQLSTATE and message of the last failed statement */
 	char sqlstate[6];
 	char message[1024];
@@ -773,7 +774,7 @@ static const char offsets_sql[] =
 static cs_err_t store_offsets(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 			      char *errstr, size_t errstr_size)
 {
-	static char arr[4][SQL_MAX];
+	char (*arr)[SQL_MAX] = w->offsets_arrays; /* the writer's own: writers run side by side */
 	size_t len[4] = {0, 0, 0, 0};
 	const char *params[5] = {w->group_id, arr[0], arr[1], arr[2], arr[3]};
 	const cs_batch_part_t *parts;

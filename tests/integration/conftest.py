@@ -225,8 +225,9 @@ def workers(tmp_path, copysink_bin):
 
 
 def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra="",
-                 kafka_settings=None, http_listen=""):
-    """tables: {name: (topic, on_conflict)}; kafka_settings: more [kafka] keys."""
+                 kafka_settings=None, http_listen="", writers=None):
+    """tables: {name: (topic, on_conflict)}; kafka_settings: more [kafka] keys; writers:
+    [postgres] writers (None: the default)."""
     batch = batch or {}
     lines = [
         "[kafka]",
@@ -236,6 +237,7 @@ def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra=
         "",
         "[postgres]",
         f"conninfo = {conninfo}",
+        *([f"writers = {writers}"] if writers is not None else []),
         "",
         "[batch]",
         f"max_rows = {batch.get('max_rows', 1000)}",

@@ -7,11 +7,13 @@ invalid message must be on the dead-letter topic with its reason, and the stored
 offsets must equal the end offsets. Feeding the same input again must change nothing.
 """
 import random
+import re
 import zlib
 
 import msgpack
 import psycopg2
 import psycopg2.extras
+import pytest
 
 from conftest import wait_for, write_config
 from entries import (KEYS, assert_table_equals, encode, expected_rows, invalid_messages,
@@ -153,7 +155,9 @@ def expected_dead_letters(messages):
     return sorted(out)
 
 
-def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin):
+@pytest.mark.parametrize("writers", [1, 3])
+def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin, writers):
+    """writers = 3: each of a table's three partitions has its own writer connection."""
     rng = random.Random(20261123)
     topics = {t: kafka.topic(t.replace("_", ".")) for t in COUNTS}
     kafka.create_topics({**{t: PARTITIONS for t in topics.values()},
@@ -161,7 +165,7 @@ def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin):
     group = "copysink-" + kafka.prefix
     config = write_config(tmp_path / "copysink.ini", bootstrap=kafka.bootstrap,
                           conninfo=database, group=group,
-                          tables={t: (topics[t], MODES[t]) for t in COUNTS})
+                          tables={t: (topics[t], MODES[t]) for t in COUNTS}, writers=writers)
     import subprocess
     subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
 
@@ -181,6 +185,9 @@ def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin):
     ends = all_end_offsets(kafka, topics)
     w = run_until_caught_up(workers, config, database, group, ends, "first")
     assert "batch committed" in w.log_text()
+    if writers > 1:  # every writer wrote batches
+        lanes = set(re.findall(r'msg="batch committed" .* writer=(\d+)', w.log_text()))
+        assert lanes == {str(i) for i in range(writers)}, lanes
 
     for table in COUNTS:
         assert_table_equals(database, table, expected[table])
@@ -223,3 +230,57 @@ def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin):
                 {c: v for c, v in old.items() if c not in MOVING}, (table, key)
             if MODES[table] == "skip" or versions[(table, key)] == 1:
                 assert all(row[c] == old[c] for c in MOVING), (table, key)
+
+
+def test_writers_contend_for_the_same_keys(tmp_path, database, kafka, workers, copysink_bin):
+    """Three writers, and every key in all three partitions (as when producers key messages
+    otherwise than the table): the writers' transactions meet the same keys of one table, as
+    new keys (the direct COPY) and as existing ones (the merge). Every entry is applied once
+    its turn comes, none is dead-lettered or lost, and each key ends holding one partition's
+    last version of it, every column of that version."""
+    import subprocess
+    from entries import COLUMNS, f32
+    rng = random.Random(20261202)
+    topic = kafka.topic("contend")
+    kafka.create_topics({topic: 3, topic + ".dlq": 1})
+    group = "copysink-" + kafka.prefix + "-contend"
+    config = write_config(tmp_path / "contend.ini", bootstrap=kafka.bootstrap, conninfo=database,
+                          group=group, tables={"memory_entries": (topic, "update")},
+                          batch={"max_rows": 300, "linger_ms": 50}, writers=3)
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+    keys = [(f"ns{i % 7}", f"k{i}") for i in range(1500)]
+    last = {}  # key -> {partition: that partition's last version}
+    messages = []
+    for rnd in range(2):  # round 0: new keys; round 1: every key exists
+        for p in range(3):
+            for ns, k in keys:
+                e = make_entry(rng, "memory_entries", rnd)
+                e.update(namespace=ns, key=k, value=f"round {rnd} partition {p} {k}")
+                last.setdefault((ns, k), {})[p] = e
+                messages.append({"topic": topic, "partition": p, "key": k.encode(),
+                                 "value": encode(e, rng.random() < 0.5)})
+    produce(kafka, messages)
+    ends = all_end_offsets(kafka, {"memory_entries": topic})
+    w = run_until_caught_up(workers, config, database, group, ends, "contend")
+    log = w.log_text()
+    lanes = set(re.findall(r'msg="batch committed" .* writer=(\d+)', log))
+    assert lanes == {"0", "1", "2"}, lanes
+    assert "dead-lettered" not in log
+    assert sum(kafka.end_offsets(topic + ".dlq").values()) == 0
+    print(f"retries after deadlocks: {log.count('deadlock')}; batches committed: "
+          f"{log.count('batch committed')}")
+
+    got = table_contents(database, "memory_entries")
+    assert set(got) == set(keys)
+    for key, row in got.items():
+        def same(e):
+            for col in COLUMNS["memory_entries"]:
+                want, have = e.get(col), row[col]
+                if col == "embedding":
+                    have = [f32(x) for x in have]
+                if have != want:
+                    return False
+            return True
+        assert row["value"].startswith("round 1 "), (key, row["value"])
+        p = int(row["value"].split()[3])
+        assert same(last[key][p]), (key, row["value"])
