@@ -511,7 +511,7 @@ def main():
     ap.add_argument("--writers", type=int, default=PARTITIONS,
                     help="[postgres] writers of the several-writers runs, which the targets "
                          "compare (default: one per partition)")
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of the runs the targets compare (each figure: the fastest)")
     ap.add_argument("--latency-seconds", type=float, default=20,
                     help="length of the latency mode (0: skip it)")

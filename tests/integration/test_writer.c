@@ -4,6 +4,7 @@
  *
  * Needs COPYSINK_TEST_PG_CONNINFO (scripts/test.sh sets it); creates and drops its own database.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -233,6 +234,85 @@ static void test_fencing(void **state)
 	cs_batch_destroy(b2);
 	cs_writer_destroy(w1);
 	cs_writer_destroy(w2);
+}
+
+/* Writers side by side ([postgres] writers): three writers, each in its own thread with its own
+ * partition, commit 60 batches each at once. Every write commits (none fenced by another's
+ * offsets), every row lands, and every partition's stored offset is its own end. */
+#define SBS_WRITERS 3
+#define SBS_BATCHES 60
+#define SBS_ROWS 25
+
+typedef struct sbs_lane {
+	cs_writer_t *w;
+	cs_batch_t *batches[SBS_BATCHES];
+	int committed;
+	cs_err_t first_error;
+	char err[512];
+} sbs_lane_t;
+
+static void *sbs_run(void *arg)
+{
+	sbs_lane_t *l = arg;
+	int64_t expected = -1;
+
+	for (int i = 0; i < SBS_BATCHES; i++) {
+		cs_err_t rc = cs_writer_write(l->w, l->batches[i], &expected, on_reject, NULL,
+					      l->err, sizeof(l->err));
+		if (rc != CS_OK) {
+			l->first_error = rc;
+			return NULL;
+		}
+		l->committed++;
+		expected = (int64_t)(i + 1) * SBS_ROWS;
+	}
+	return NULL;
+}
+
+static void test_writers_side_by_side(void **state)
+{
+	sbs_lane_t lanes[SBS_WRITERS];
+	pthread_t threads[SBS_WRITERS];
+	char err[512], v[256], sql[256];
+
+	memset(lanes, 0, sizeof(lanes));
+	for (int p = 0; p < SBS_WRITERS; p++) {
+		lanes[p].w = new_writer("g");
+		cs_writer_set_key_order(lanes[p].w, true);
+		assert_int_equal(cs_writer_connect(lanes[p].w, err, sizeof(err)), CS_OK);
+		for (int i = 0; i < SBS_BATCHES; i++) {
+			lanes[p].batches[i] = cs_batch_new(&spec, 1);
+			assert_non_null(lanes[p].batches[i]);
+			for (int r = 0; r < SBS_ROWS; r++) {
+				int64_t off = (int64_t)i * SBS_ROWS + r;
+				add(lanes[p].batches[i], p, off, p * 1000000 + off, "x");
+			}
+		}
+	}
+	for (int p = 0; p < SBS_WRITERS; p++)
+		assert_int_equal(pthread_create(&threads[p], NULL, sbs_run, &lanes[p]), 0);
+	for (int p = 0; p < SBS_WRITERS; p++)
+		pthread_join(threads[p], NULL);
+	for (int p = 0; p < SBS_WRITERS; p++) {
+		if (lanes[p].committed != SBS_BATCHES)
+			fail_msg("writer %d: %d of %d batches committed, then %d: %s", p,
+				 lanes[p].committed, SBS_BATCHES, (int)lanes[p].first_error,
+				 lanes[p].err);
+		snprintf(sql, sizeof(sql),
+			 "SELECT next_offset FROM copysink_offsets WHERE partition = %d", p);
+		assert_int_equal(atoi(query(sql, v, sizeof(v))), SBS_BATCHES * SBS_ROWS);
+		/* every id of the partition, once: count and the sum of the ids */
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(DISTINCT id) || ':' || sum(id - %d) FROM items "
+			 "WHERE id / 1000000 = %d", p * 1000000, p);
+		snprintf(err, sizeof(err), "%d:%d", SBS_BATCHES * SBS_ROWS,
+			 SBS_BATCHES * SBS_ROWS * (SBS_BATCHES * SBS_ROWS - 1) / 2);
+		assert_string_equal(query(sql, v, sizeof(v)), err);
+		for (int i = 0; i < SBS_BATCHES; i++)
+			cs_batch_destroy(lanes[p].batches[i]);
+		cs_writer_destroy(lanes[p].w);
+	}
+	assert_string_equal(query("SELECT count(*) FROM items", v, sizeof(v)), "4500");
 }
 
 /* update: the last entry of a key wins, inside a batch and across batches; rows whose
@@ -491,6 +571,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_direct_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writers_side_by_side, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_semantics, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected_rows, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstones_update, setup, teardown),
@@ -500,6 +581,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
 		/* the same again without the direct path */
 		cmocka_unit_test_setup_teardown(test_fencing, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_writers_side_by_side, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_update_semantics, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected_rows, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstones_update, setup_merge_only, teardown),
