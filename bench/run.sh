@@ -26,7 +26,7 @@ fi
 
 echo "== build (Release) in build-bench" >&2
 cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$ROOT/build-bench" -j "$(nproc)" --target copysink >/dev/null
+cmake --build "$ROOT/build-bench" -j "$(nproc)" --target copysink copysink_rate_producer >/dev/null
 
 WORK=$(mktemp -d /tmp/copysink-bench.XXXXXX)
 chmod 755 "$WORK"

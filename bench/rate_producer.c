@@ -1,0 +1,218 @@
+/*
+ * rate_producer.c - the latency mode's producer: records at a fixed rate, with send times
+ *
+ *   copysink-rate-producer BOOTSTRAP TOPIC RATE RECORDS OUT
+ *
+ * RECORDS holds the records already encoded, each as a little-endian uint32 key length, a
+ * uint32 value length, the key and the value (bench.py writes it before the clock starts).
+ * They are produced at RATE records per second on an even schedule. OUT receives one line per
+ * delivered record: "partition offset send_time", the send time being the wall clock (seconds,
+ * microsecond resolution) when the record was handed to librdkafka.
+ *
+ * The benchmark's producer shares a small machine with the worker, the broker and PostgreSQL;
+ * written in Python it took close to half a CPU at the latency mode's rate, which the system
+ * under test then lacked. In C the same schedule costs a small fraction of that.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct sent {
+	double at;        /* wall clock when handed to the producer */
+	int32_t partition; /* from the delivery report, -1 until then */
+	int64_t offset;
+} sent_t;
+
+typedef struct run {
+	sent_t *sent;
+	size_t failed;
+	char first_error[256];
+} run_t;
+
+static double wall_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
+{
+	run_t *run = opaque;
+	sent_t *s = rkm->_private;
+	(void)rk;
+	if (rkm->err) {
+		if (run->failed++ == 0)
+			snprintf(run->first_error, sizeof(run->first_error), "%s",
+				 rd_kafka_err2str(rkm->err));
+		return;
+	}
+	s->partition = rkm->partition;
+	s->offset = rkm->offset;
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int set(rd_kafka_conf_t *conf, const char *name, const char *value)
+{
+	char err[512];
+	if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+		fprintf(stderr, "rate-producer: %s = %s: %s\n", name, value, err);
+		return -1;
+	}
+	return 0;
+}
+
+/* Count the records of the file and check that they fill it exactly. */
+static long count_records(const unsigned char *p, size_t len)
+{
+	size_t pos = 0;
+	long n = 0;
+	while (pos < len) {
+		if (len - pos < 8)
+			return -1;
+		size_t rec = 8 + (size_t)get_u32(p + pos) + get_u32(p + pos + 4);
+		if (rec > len - pos)
+			return -1;
+		pos += rec;
+		n++;
+	}
+	return n;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 6) {
+		fprintf(stderr, "Usage: copysink-rate-producer BOOTSTRAP TOPIC RATE RECORDS OUT\n");
+		return 2;
+	}
+	const char *bootstrap = argv[1], *topic = argv[2], *records = argv[4],
+		   *out_path = argv[5];
+	char *end;
+	double rate = strtod(argv[3], &end);
+	if (*end || !(rate > 0)) {
+		fprintf(stderr, "rate-producer: RATE must be a positive number, not %s\n", argv[3]);
+		return 2;
+	}
+
+	int fd = open(records, O_RDONLY);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		fprintf(stderr, "rate-producer: %s: %s\n", records, strerror(errno));
+		return 1;
+	}
+	size_t len = (size_t)st.st_size;
+	unsigned char *data = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+	close(fd);
+	if (len && data == MAP_FAILED) {
+		fprintf(stderr, "rate-producer: mmap %s: %s\n", records, strerror(errno));
+		return 1;
+	}
+	long n = count_records(data, len);
+	if (n < 0) {
+		fprintf(stderr, "rate-producer: %s: truncated record\n", records);
+		return 1;
+	}
+
+	run_t run = {.sent = calloc((size_t)n + 1, sizeof(sent_t))};
+	if (!run.sent) {
+		fprintf(stderr, "rate-producer: out of memory for %ld records\n", n);
+		return 1;
+	}
+	char err[512];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	/* the settings of bench.py's producer in the latency mode */
+	if (set(conf, "bootstrap.servers", bootstrap) || set(conf, "enable.idempotence", "true") ||
+	    set(conf, "compression.type", "lz4") || set(conf, "linger.ms", "5") ||
+	    set(conf, "batch.size", "1000000")) {
+		rd_kafka_conf_destroy(conf);
+		free(run.sent);
+		return 2;
+	}
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	rd_kafka_conf_set_opaque(conf, &run);
+	rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+	if (!rk) {
+		fprintf(stderr, "rate-producer: %s\n", err);
+		rd_kafka_conf_destroy(conf);
+		free(run.sent);
+		return 1;
+	}
+
+	int rc = 0;
+	size_t pos = 0;
+	double t0 = mono_now();
+	for (long i = 0; i < n; i++) {
+		double wait = t0 + (double)i / rate - mono_now();
+		if (wait > 0.001) {
+			struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+			nanosleep(&ts, NULL);
+		}
+		uint32_t klen = get_u32(data + pos), vlen = get_u32(data + pos + 4);
+		const unsigned char *key = data + pos + 8, *value = key + klen;
+		pos += 8 + (size_t)klen + vlen;
+		sent_t *s = &run.sent[i];
+		s->partition = -1;
+		s->at = wall_now();
+		rd_kafka_resp_err_t e;
+		while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+					      RD_KAFKA_V_KEY((void *)(uintptr_t)key, klen),
+					      RD_KAFKA_V_VALUE((void *)(uintptr_t)value, vlen),
+					      RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END)) ==
+		       RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			rd_kafka_poll(rk, 1);
+		if (e) {
+			fprintf(stderr, "rate-producer: produce: %s\n", rd_kafka_err2str(e));
+			rc = 1;
+			n = i;
+			break;
+		}
+		rd_kafka_poll(rk, 0);
+	}
+	if (rd_kafka_flush(rk, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		fprintf(stderr, "rate-producer: %d records left undelivered\n", rd_kafka_outq_len(rk));
+		rc = 1;
+	}
+	if (run.failed) {
+		fprintf(stderr, "rate-producer: %zu records failed: %s\n", run.failed, run.first_error);
+		rc = 1;
+	}
+	rd_kafka_destroy(rk);
+
+	FILE *out = fopen(out_path, "w");
+	if (!out) {
+		fprintf(stderr, "rate-producer: %s: %s\n", out_path, strerror(errno));
+		rc = 1;
+	} else {
+		for (long i = 0; i < n; i++)
+			if (run.sent[i].partition >= 0)
+				fprintf(out, "%" PRId32 " %" PRId64 " %.6f\n", run.sent[i].partition,
+					run.sent[i].offset, run.sent[i].at);
+		if (fclose(out) != 0) {
+			fprintf(stderr, "rate-producer: %s: %s\n", out_path, strerror(errno));
+			rc = 1;
+		}
+	}
+	free(run.sent);
+	if (len)
+		munmap(data, len);
+	return rc;
+}
