@@ -141,6 +141,12 @@ def clone_table(conn, name):
     with conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {name}")
         cur.execute(f"CREATE TABLE {name} (LIKE memory_entries INCLUDING ALL)")
+        # LIKE leaves out the storage parameters (copysink migrate's toast_tuple_target)
+        cur.execute("SELECT array_to_string(reloptions, ', ') FROM pg_class "
+                    "WHERE oid = 'memory_entries'::regclass")
+        opts = cur.fetchone()[0]
+        if opts:
+            cur.execute(f"ALTER TABLE {name} SET ({opts})")
         cur.execute("CHECKPOINT")
 
 
@@ -150,6 +156,45 @@ def empty_table(conn):
     with conn.cursor() as cur:
         cur.execute("TRUNCATE memory_entries")
         cur.execute("CHECKPOINT")
+
+
+def toast_check(conn, pool, kind, n, rounds):
+    """Raw COPY of rows wider than the benchmark's (a longer value) into a copy of the table
+    with PostgreSQL's default TOAST threshold and with copysink migrate's toast_tuple_target:
+    rows/s, bytes per row and the TOAST table's size, for each width (best of the rounds)."""
+    out = []
+    for words in (0, 60, 120):
+        entries = make_entries(n, 7, 1, pool)
+        for e in entries:
+            e["value"] += "".join(f" lorem{i % 97}" for i in range(words))
+        data = binary_copy(entries, kind)
+        del entries
+        row = {"extra_words": words}
+        for _ in range(rounds):
+            for label, opts in (("default", None), ("toast_tuple_target", "toast_tuple_target = 8160")):
+                with conn.cursor() as cur:
+                    cur.execute("DROP TABLE IF EXISTS bench_toast")
+                    cur.execute("CREATE TABLE bench_toast (LIKE memory_entries INCLUDING ALL)")
+                    if opts:
+                        cur.execute(f"ALTER TABLE bench_toast SET ({opts})")
+                    cur.execute("CHECKPOINT")
+                    t0 = time.perf_counter()
+                    cur.copy_expert(f"COPY bench_toast ({', '.join(COLS)}) FROM STDIN "
+                                    "(FORMAT binary)", io.BytesIO(data))
+                    dt = time.perf_counter() - t0
+                    cur.execute("SELECT count(*), avg(pg_column_size(t.*)), "
+                                "pg_relation_size((SELECT reltoastrelid FROM pg_class "
+                                "WHERE relname = 'bench_toast')) FROM bench_toast t")
+                    count, size, toast = cur.fetchone()
+                    assert count == n
+                    best = row.get(label)
+                    if best is None or n / dt > best["rows_per_s"]:
+                        row[label] = {"rows_per_s": n / dt, "row_bytes": float(size),
+                                      "toast_bytes": toast}
+        out.append(row)
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE bench_toast")
+    return out
 
 
 def raw_ceiling(conn, copy_bytes, n):
@@ -523,6 +568,10 @@ def main():
                          "compare (default: one per partition)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of the runs the targets compare (each figure: the fastest)")
+    ap.add_argument("--latency-rounds", type=int, default=5,
+                    help="rounds of the latency mode with the defaults (the figure: the best)")
+    ap.add_argument("--toast-entries", type=int, default=50_000,
+                    help="rows per width of the TOAST check (0: skip it)")
     ap.add_argument("--latency-seconds", type=float, default=20,
                     help="length of the latency mode (0: skip it)")
     ap.add_argument("--pg", help="conninfo of an empty database")
@@ -693,6 +742,11 @@ def main():
                                    f"{(args.max_bytes - args.max_bytes // 8) // 2048}\n"))
         res["batch_sizes"].append({"max_rows": bs, "rows_per_s": n / dt, "peak_rss_kb": rss})
 
+    if args.toast_entries > 0:
+        log("TOAST check: raw COPY of wider rows, default threshold and toast_tuple_target")
+        res["toast_entries"] = args.toast_entries
+        res["toast"] = toast_check(conn, pool, kind, args.toast_entries, 2)
+
     if args.profile:
         log("profile of a new-keys run (not counted in the figures)")
         empty_table(conn)
@@ -707,7 +761,7 @@ def main():
         # the machine is shared, and noise only ever adds latency: as with the other figures,
         # several rounds, each on a topic of its own (no backlog from the one before), and the
         # figure is the best of them; results.json and the report keep every round
-        for rnd in range(1, args.rounds + 1):
+        for rnd in range(1, args.latency_rounds + 1):
             log(f"round {rnd}: latency at half load ({rate:.0f} entries/s)")
             t_lat = f"bench.{run_id}.lat{rnd}"
             create_topic(args.kafka, t_lat)
@@ -912,6 +966,20 @@ def report(res, out):
                          f"| {r['rows_per_s'] / r1:.2f} |")
     mb = res["max_bytes"] / 1048576
     rss = default_peak_rss_mb(res)
+    if res.get("toast"):
+        lines += ["", f"TOAST check: raw COPY of {res['toast_entries']:,} rows with the value longer by 0, "
+                  "60 or 120 words, into a table with PostgreSQL's default threshold (2,032 "
+                  "bytes) and with `toast_tuple_target = 8160` (copysink migrate's tables), "
+                  "best of 2:", "",
+                  "| extra words | bytes per row | default rows/s | default TOAST MB "
+                  "| toast_tuple_target rows/s | its TOAST MB | ratio |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in res["toast"]:
+            d, t = r["default"], r["toast_tuple_target"]
+            lines.append(f"| {r['extra_words']} | {t['row_bytes']:,.0f} | {d['rows_per_s']:,.0f} "
+                         f"| {d['toast_bytes'] / 1048576:.0f} | {t['rows_per_s']:,.0f} "
+                         f"| {t['toast_bytes'] / 1048576:.0f} "
+                         f"| {t['rows_per_s'] / d['rows_per_s']:.2f} |")
     lines += ["", f"Peak RSS of the worker at the default settings: {rss:.1f} MB (target "
               f"3 x max_bytes + 32 MB = {3 * mb + 32:.0f} MB)", "",
               f"Batch size sweep (max_bytes = {SWEEP_MAX_BYTES // 1048576} MB, so that max_rows "
@@ -926,7 +994,8 @@ def report(res, out):
                   "the default settings), produced from C (bench/rate_producer.c): "
                   f"p50 {l['p50_ms']:.0f} ms, p99 {l['p99_ms']:.0f} ms over {l['samples']} entries "
                   f"(target p99 <= linger_ms + 100 = {res['linger_ms'] + 100} ms), the best of "
-                  f"{len(rounds)} rounds; every round:", "",
+                  f"{len(rounds)} rounds (the median round's p99: "
+                  f"{sorted(r['p99_ms'] for r in rounds)[len(rounds) // 2]:.0f} ms); every round:", "",
                   "| round | p50 ms | p99 ms | entries |", "|---:|---:|---:|---:|"]
         lines += [f"| {i} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['samples']} |"
                   for i, r in enumerate(rounds, 1)]

@@ -134,7 +134,7 @@ static int create_sql(const cs_tablespec_t *spec, bool vector, char *sql)
 		if (sql_add(sql, &len, ")") != 0)
 			return -1;
 	}
-	return sql_add(sql, &len, ")");
+	return sql_add(sql, &len, ") " CS_TOAST_WITH);
 }
 
 /* Add the source columns to a keyed table made before they existed (a catalog-only change:

@@ -379,7 +379,8 @@ static cs_err_t create_staging(cs_writer_t *w, int t)
 	cs_schema_quote(schema, sizeof(schema), spec->schema);
 	cs_schema_quote(name, sizeof(name), spec->name);
 	if (add(sql, &len,
-		"CREATE TEMP TABLE IF NOT EXISTS copysink_stage_%d ON COMMIT DELETE ROWS AS "
+		"CREATE TEMP TABLE IF NOT EXISTS copysink_stage_%d " CS_TOAST_WITH
+		" ON COMMIT DELETE ROWS AS "
 		"SELECT ",
 		t) != 0 ||
 	    add_columns(sql, &len, spec, "", false) != 0 ||

@@ -18,6 +18,13 @@
 /* The bookkeeping table: the next offset of every partition, per consumer group. */
 #define CS_OFFSETS_TABLE "copysink_offsets"
 
+/* The storage parameter of the tables copysink creates (targets and staging tables): a row
+ * is compressed or moved out of line (TOAST) only beyond 8,160 bytes instead of PostgreSQL's
+ * 2,032, so that rows with a 384-dimensional embedding (1,560 bytes as real[], 1,544 as
+ * vector) and a little text stay inline and uncompressed: no failed pglz attempt on the
+ * floats and no second heap and index insert per row on the COPY, no detoasting on reads. */
+#define CS_TOAST_WITH "WITH (toast_tuple_target = 8160)"
+
 /* Facts about a resolved table that the merge needs. */
 typedef struct cs_table_shape {
 	bool has_created_at; /* a created_at column exists (left to its default on insert) */

@@ -542,6 +542,34 @@ static void test_direct_off(void **state)
 	cs_writer_destroy(w);
 }
 
+/* Rows up to 8 KB stay inline and uncompressed in the tables copysink creates, through the
+ * direct COPY and through the staging table and merge (PostgreSQL's default compresses a
+ * compressible value of a row past 2 KB, or moves it to the TOAST table). */
+static void test_rows_stay_inline(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	char body[4001], v[512];
+
+	for (int i = 0; i < 4000; i++)
+		body[i] = (char)('0' + i % 10);
+	body[4000] = '\0';
+	add(b, 0, 0, 1, body);
+	write_batch(w, b);
+	body[0] = 'x'; /* the same key again: through the staging table and the merge */
+	add(b, 0, 1, 1, body);
+	add(b, 0, 2, 2, body);
+	write_batch(w, b);
+	assert_string_equal(query("SELECT string_agg(id || ':' || pg_column_size(body) || ':' || "
+				  "(body = 'x' || substr(repeat('0123456789', 400), 2)), ',' "
+				  "ORDER BY id) FROM items", v, sizeof(v)),
+			    "1:4004:true,2:4004:true");
+	assert_string_equal(query("SELECT pg_relation_size(reltoastrelid) FROM pg_class "
+				  "WHERE relname = 'items'", v, sizeof(v)), "0");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
 /* A table that does not match its spec is a clear start-up error. */
 static void test_shape_mismatch(void **state)
 {
@@ -577,6 +605,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tombstones_update, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstones_skip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_never_backwards, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rows_stay_inline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rows_stay_inline, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_shape_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
 		/* the same again without the direct path */
