@@ -172,15 +172,22 @@ int main(int argc, char **argv)
 		sent_t *s = &run.sent[i];
 		s->partition = -1;
 		s->at = wall_now();
-		rd_kafka_resp_err_t e;
-		while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-					      RD_KAFKA_V_KEY((void *)(uintptr_t)key, klen),
-					      RD_KAFKA_V_VALUE((void *)(uintptr_t)value, vlen),
-					      RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END)) ==
-		       RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		/* rd_kafka_produceva: the rd_kafka_producev macros use GNU statement expressions */
+		rd_kafka_vu_t vu[4] = {
+			{.vtype = RD_KAFKA_VTYPE_TOPIC, .u.cstr = topic},
+			{.vtype = RD_KAFKA_VTYPE_KEY, .u.mem = {(void *)(uintptr_t)key, klen}},
+			{.vtype = RD_KAFKA_VTYPE_VALUE, .u.mem = {(void *)(uintptr_t)value, vlen}},
+			{.vtype = RD_KAFKA_VTYPE_OPAQUE, .u.ptr = s},
+		};
+		rd_kafka_error_t *error;
+		while ((error = rd_kafka_produceva(rk, vu, 4)) != NULL &&
+		       rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+			rd_kafka_error_destroy(error);
 			rd_kafka_poll(rk, 1);
-		if (e) {
-			fprintf(stderr, "rate-producer: produce: %s\n", rd_kafka_err2str(e));
+		}
+		if (error != NULL) {
+			fprintf(stderr, "rate-producer: produce: %s\n", rd_kafka_error_string(error));
+			rd_kafka_error_destroy(error);
 			rc = 1;
 			n = i;
 			break;
