@@ -1,13 +1,15 @@
 /*
  * rate_producer.c - the latency mode's producer: records at a fixed rate, with send times
  *
- *   copysink-rate-producer BOOTSTRAP TOPIC RATE RECORDS OUT
+ *   copysink_rate_producer TOPIC RATE RECORDS OUT [PROPERTY=VALUE ...]
  *
  * RECORDS holds the records already encoded, each as a little-endian uint32 key length, a
  * uint32 value length, the key and the value (bench.py writes it before the clock starts).
  * They are produced at RATE records per second on an even schedule. OUT receives one line per
  * delivered record: "partition offset send_time", the send time being the wall clock (seconds,
- * microsecond resolution) when the record was handed to librdkafka.
+ * microsecond resolution) when the record was handed to librdkafka. The PROPERTY=VALUE
+ * arguments configure the producer (bootstrap.servers among them): bench.py passes its own
+ * producer's settings, so that both produce alike.
  *
  * The benchmark's producer shares a small machine with the worker, the broker and PostgreSQL;
  * written in Python it took close to half a CPU at the latency mode's rate, which the system
@@ -100,23 +102,43 @@ static long count_records(const unsigned char *p, size_t len)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr, "Usage: copysink-rate-producer BOOTSTRAP TOPIC RATE RECORDS OUT\n");
+	if (argc < 5) {
+		fprintf(stderr, "Usage: copysink_rate_producer TOPIC RATE RECORDS OUT "
+				"[PROPERTY=VALUE ...]\n");
 		return 2;
 	}
-	const char *bootstrap = argv[1], *topic = argv[2], *records = argv[4],
-		   *out_path = argv[5];
+	const char *topic = argv[1], *records = argv[3], *out_path = argv[4];
 	char *end;
-	double rate = strtod(argv[3], &end);
+	double rate = strtod(argv[2], &end);
 	if (*end || !(rate > 0)) {
-		fprintf(stderr, "rate-producer: RATE must be a positive number, not %s\n", argv[3]);
+		fprintf(stderr, "rate-producer: RATE must be a positive number, not %s\n", argv[2]);
 		return 2;
+	}
+
+	/* the producer's settings first: a mistake there costs nothing to report */
+	char err[512];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	for (int a = 5; a < argc; a++) {
+		char *eq = strchr(argv[a], '=');
+		if (eq == NULL) {
+			fprintf(stderr, "rate-producer: %s is not PROPERTY=VALUE\n", argv[a]);
+			rd_kafka_conf_destroy(conf);
+			return 2;
+		}
+		*eq = '\0';
+		if (set(conf, argv[a], eq + 1)) {
+			rd_kafka_conf_destroy(conf);
+			return 2;
+		}
 	}
 
 	int fd = open(records, O_RDONLY);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		fprintf(stderr, "rate-producer: %s: %s\n", records, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		rd_kafka_conf_destroy(conf);
 		return 1;
 	}
 	size_t len = (size_t)st.st_size;
@@ -124,36 +146,28 @@ int main(int argc, char **argv)
 	close(fd);
 	if (len && data == MAP_FAILED) {
 		fprintf(stderr, "rate-producer: mmap %s: %s\n", records, strerror(errno));
+		rd_kafka_conf_destroy(conf);
 		return 1;
 	}
 	long n = count_records(data, len);
-	if (n < 0) {
+	run_t run = {.sent = n < 0 ? NULL : calloc((size_t)n + 1, sizeof(sent_t))};
+	rd_kafka_t *rk = NULL;
+	if (n < 0)
 		fprintf(stderr, "rate-producer: %s: truncated record\n", records);
-		return 1;
-	}
-
-	run_t run = {.sent = calloc((size_t)n + 1, sizeof(sent_t))};
-	if (!run.sent) {
+	else if (!run.sent)
 		fprintf(stderr, "rate-producer: out of memory for %ld records\n", n);
-		return 1;
+	else {
+		rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+		rd_kafka_conf_set_opaque(conf, &run);
+		rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+		if (!rk)
+			fprintf(stderr, "rate-producer: %s\n", err);
 	}
-	char err[512];
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	/* the settings of bench.py's producer in the latency mode */
-	if (set(conf, "bootstrap.servers", bootstrap) || set(conf, "enable.idempotence", "true") ||
-	    set(conf, "compression.type", "lz4") || set(conf, "linger.ms", "5") ||
-	    set(conf, "batch.size", "1000000")) {
-		rd_kafka_conf_destroy(conf);
-		free(run.sent);
-		return 2;
-	}
-	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-	rd_kafka_conf_set_opaque(conf, &run);
-	rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
 	if (!rk) {
-		fprintf(stderr, "rate-producer: %s\n", err);
 		rd_kafka_conf_destroy(conf);
 		free(run.sent);
+		if (len)
+			munmap(data, len);
 		return 1;
 	}
 
