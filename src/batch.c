@@ -143,6 +143,8 @@ static int note_offset(cs_batch_t *b, const char *topic, int32_t partition, int6
 				p->next_offset = offset + 1;
 			if (offset < p->first_offset)
 				p->first_offset = offset;
+			if (offset < p->start_offset)
+				p->start_offset = offset;
 			return i;
 		}
 	}
@@ -158,7 +160,7 @@ static int note_offset(cs_batch_t *b, const char *topic, int32_t partition, int6
 	memset(p, 0, sizeof(*p));
 	strncpy(p->topic, topic, sizeof(p->topic) - 1);
 	p->partition = partition;
-	p->first_offset = offset;
+	p->first_offset = p->start_offset = offset;
 	p->next_offset = offset + 1;
 	return b->nparts++;
 }
@@ -358,6 +360,12 @@ void cs_batch_kill_row(cs_batch_t *b, int t, size_t r)
 		tab->live--;
 		b->live--;
 	}
+}
+
+void cs_batch_cover_from(cs_batch_t *b, int part, int64_t from)
+{
+	if (from < b->parts[part].start_offset)
+		b->parts[part].start_offset = from;
 }
 
 void cs_batch_drop_partition(cs_batch_t *b, const char *topic, int32_t partition)

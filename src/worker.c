@@ -1,5 +1,9 @@
 /*
  * worker.c - the main loop: consume -> decode -> batch -> copy/merge -> commit
+ *
+ * The consumer side (group, assignment, positions) is consumer.c; the PostgreSQL side is
+ * writer.c on the lanes' threads (wthread.c) and, for stored-offset reads and health checks,
+ * the loop's own connection.
  */
 #include "copysink/worker.h"
 
@@ -11,10 +15,9 @@
 #include <unistd.h>
 
 #include "copysink/batch.h"
+#include "copysink/consumer.h"
 #include "copysink/decode.h"
 #include "copysink/dlq.h"
-#include "copysink/fetchwake.h"
-#include "copysink/kafkaconf.h"
 #include "copysink/log.h"
 #include "copysink/replay.h"
 #include "copysink/stats.h"
@@ -23,14 +26,7 @@
 
 #define ERRSTR 1024
 #define DLQ_FLUSH_MS 30000
-
-/* What this worker knows of an assigned partition. */
-typedef struct pstate {
-	char topic[CS_MAX_TOPIC];
-	int32_t partition;
-	int64_t stored; /* the stored next offset as of our last read or commit; -1 = none */
-	int lane;       /* the lane that writes its entries */
-} pstate_t;
+#define HEALTH_EVERY_MS 2000 /* /readyz learns of a PostgreSQL outage within this, idle or not */
 
 /*
  * A lane: one writer connection with its thread, and the two batches of the partitions it
@@ -63,28 +59,27 @@ typedef struct lane {
 
 struct cs_worker {
 	cs_config_t *cfg;
-	rd_kafka_t *rk;
+	cs_consumer_t *cons;
+	rd_kafka_t *rk;       /* cs_consumer_rk(cons): watermarks and the replay */
+	cs_writer_t *ctl;     /* the loop's connection: stored offsets, health checks */
+	int64_t health_at_ms; /* when PostgreSQL was last known to answer */
+	int64_t lookup_at_ms; /* next read of the stored offsets of partitions still waiting */
+	int64_t lookup_backoff_ms;
 	cs_dlq_t *dlq;
 	cs_decoder_t *dec;
 	lane_t *lanes;
 	int nlanes;
 	int64_t lane_max_bytes; /* [batch] max_bytes shared among the lanes */
-	lane_t *settling;     /* the lane inside settle(): rebalance callbacks must not flush */
-	bool fatal;           /* a fatal error inside a callback: the loop stops with w->errstr */
+	bool fatal;           /* the loop must stop with w->errstr */
 	bool write_when_idle; /* [batch] write_when_idle = on */
-	pstate_t *parts;
-	int nparts, parts_cap;
-	int last_part;        /* index in parts of the last message's partition (a guess) */
-	bool paused;
-	cs_fetchwake_t *fw;  /* NULL when [worker] fetch_wake = off */
-	int64_t wake_every;  /* kick the waker after taking this many bytes (a quarter of the queue) */
-	int64_t wake_bytes;  /* bytes taken since the last kick */
 	volatile sig_atomic_t *stop;
 	cs_stats_shared_t *shared;
 	cs_stats_t stats, prev_stats;
 	int64_t stats_at_ms;
-	long kill_after_commits; /* fault injection for tests; 0 = off */
-	long stall_before_write_ms; /* fault injection for tests: the loop stalls once; 0 = off */
+#ifdef COPYSINK_TEST_HOOKS
+	long kill_after_commits;    /* the process kills itself after this many commits; 0 = off */
+	long stall_before_write_ms; /* the loop stalls once holding a batch; 0 = off */
+#endif
 	cs_replay_t *replay;     /* replay mode: own assignment, no group, no offsets */
 	const cs_replay_opts_t *ropts;
 	char errstr[ERRSTR];
@@ -93,6 +88,7 @@ struct cs_worker {
 static cs_err_t settle(lane_t *l, int64_t deadline);
 static cs_err_t settle_all(cs_worker_t *w, int64_t deadline);
 static cs_err_t drain(cs_worker_t *w, int64_t deadline);
+static cs_err_t act_on_rebalances(cs_worker_t *w, bool settling);
 
 /* Monotonic milliseconds. */
 static int64_t now_ms(void)
@@ -120,6 +116,12 @@ static void sleep_ms(int64_t ms)
 	nanosleep(&ts, NULL);
 }
 
+/* The next exponential backoff after `ms`, at most [worker] retry_backoff_max_ms. */
+static int64_t next_backoff(const cs_worker_t *w, int64_t ms)
+{
+	return ms * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms : ms * 2;
+}
+
 /* Refresh the health fields and high watermarks and publish the counters for the HTTP thread. */
 static void publish(cs_worker_t *w)
 {
@@ -139,88 +141,36 @@ static void publish(cs_worker_t *w)
 		cs_stats_publish(w->shared, &w->stats);
 }
 
-/* The state of topic/partition, or NULL. */
-static pstate_t *pstate_find(cs_worker_t *w, const char *topic, int32_t partition)
-{
-	for (int i = 0; i < w->nparts; i++)
-		if (w->parts[i].partition == partition && strcmp(w->parts[i].topic, topic) == 0)
-			return &w->parts[i];
-	return NULL;
-}
-
-/* The lane owning the fewest assigned partitions (the first of them). */
-static int least_loaded_lane(const cs_worker_t *w)
-{
-	int best = 0, best_n = -1;
-
-	for (int l = 0; l < w->nlanes; l++) {
-		int n = 0;
-		for (int i = 0; i < w->nparts; i++)
-			n += w->parts[i].lane == l;
-		if (best_n < 0 || n < best_n)
-			best = l, best_n = n;
-	}
-	return best;
-}
-
-/* The lane that writes the entries of topic/partition (lane 0 for a partition not assigned). */
-static lane_t *lane_of(cs_worker_t *w, const char *topic, int32_t partition)
-{
-	const pstate_t *p;
-
-	if (w->last_part < w->nparts && w->parts[w->last_part].partition == partition &&
-	    strcmp(w->parts[w->last_part].topic, topic) == 0)
-		return &w->lanes[w->parts[w->last_part].lane];
-	p = pstate_find(w, topic, partition);
-	if (p == NULL)
-		return &w->lanes[0];
-	w->last_part = (int)(p - w->parts);
-	return &w->lanes[p->lane];
-}
-
-/* Record the stored offset of topic/partition. @returns 0, or -1 when out of memory. */
-static int pstate_set(cs_worker_t *w, const char *topic, int32_t partition, int64_t stored)
-{
-	pstate_t *p = pstate_find(w, topic, partition);
-	int lane;
-
-	if (p == NULL) {
-		if (w->nparts == w->parts_cap) {
-			int cap = w->parts_cap ? w->parts_cap * 2 : 16;
-			pstate_t *np = realloc(w->parts, (size_t)cap * sizeof(*np));
-			if (np == NULL)
-				return -1;
-			w->parts = np;
-			w->parts_cap = cap;
-		}
-		lane = least_loaded_lane(w); /* before the new one counts */
-		p = &w->parts[w->nparts++];
-		memset(p, 0, sizeof(*p));
-		snprintf(p->topic, sizeof(p->topic), "%s", topic);
-		p->partition = partition;
-		p->lane = lane;
-	}
-	p->stored = stored;
-	cs_stats_partition(&w->stats, topic, partition, stored, -1);
-	return 0;
-}
-
-/* Forget topic/partition. */
-static void pstate_remove(cs_worker_t *w, const char *topic, int32_t partition)
-{
-	pstate_t *p = pstate_find(w, topic, partition);
-
-	if (p != NULL)
-		*p = w->parts[--w->nparts];
-	cs_stats_partition_remove(&w->stats, topic, partition);
-}
-
 /* Index of the table reading `topic`, or -1. */
 static int table_for_topic(const cs_worker_t *w, const char *topic)
 {
 	for (int t = 0; t < w->cfg->ntables; t++)
 		if (strcmp(w->cfg->tables[t].topic, topic) == 0)
 			return t;
+	return -1;
+}
+
+/* True when the batch still holds a partition (not all dropped on revoke). */
+static bool holds_partitions(const cs_batch_t *b)
+{
+	int nparts;
+	const cs_batch_part_t *parts = cs_batch_parts(b, &nparts);
+
+	for (int i = 0; i < nparts; i++)
+		if (parts[i].partition >= 0)
+			return true;
+	return false;
+}
+
+/* The offset batch b covers topic/partition from, or -1 when it holds none of it. */
+static int64_t batch_start(const cs_batch_t *b, const char *topic, int32_t partition)
+{
+	int nparts;
+	const cs_batch_part_t *parts = cs_batch_parts(b, &nparts);
+
+	for (int i = 0; i < nparts; i++)
+		if (parts[i].partition == partition && strcmp(parts[i].topic, topic) == 0)
+			return parts[i].start_offset;
 	return -1;
 }
 
@@ -334,29 +284,32 @@ static cs_err_t decode_message(lane_t *l, const rd_kafka_message_t *rkm, int t, 
 	return CS_OK;
 }
 
-/* Take one consumed message into the batch. */
+/* Take one consumed message into its lane's batch, if it is the next of its partition. */
 static cs_err_t take_message(cs_worker_t *w, const rd_kafka_message_t *rkm)
 {
 	const char *topic = rd_kafka_topic_name(rkm->rkt);
 	int t = table_for_topic(w, topic);
-	lane_t *l = lane_of(w, topic, rkm->partition);
-	int part;
+	int64_t from = rkm->offset;
+	int lane = 0, part;
+	cs_err_t err;
+	lane_t *l;
 
 	if (w->replay != NULL && !cs_replay_take(w->replay, w->rk, topic, rkm->partition,
 						 rkm->offset))
 		return CS_OK; /* past the end of the replay */
+	if (cs_consumer_check(w->cons, rkm, &from, &lane, &err, w->errstr, sizeof(w->errstr)) !=
+	    CS_POS_TAKE)
+		return err;
+	l = &w->lanes[lane];
 	w->stats.messages++;
-	w->wake_bytes += (int64_t)(rkm->len + rkm->key_len);
-	if (w->fw != NULL && w->wake_bytes >= w->wake_every) {
-		cs_fetchwake_kick(w->fw);
-		w->wake_bytes = 0;
-	}
+	cs_consumer_taken(w->cons, rkm->len + rkm->key_len);
 	if (cs_batch_empty(l->batch))
 		l->batch_start_ms = now_ms();
 	part = cs_batch_add_message(l->batch, topic, rkm->partition, rkm->offset, rkm->key,
 				    rkm->key_len, rkm->payload, rkm->len, true);
 	if (part < 0)
 		return CS_ERR_FATAL;
+	cs_batch_cover_from(l->batch, part, from);
 	if (t < 0) {
 		cs_dead_letter_t dl = {.topic = topic, .partition = rkm->partition,
 				       .offset = rkm->offset, .entry = -1, .key = rkm->key,
@@ -412,61 +365,90 @@ fail:
 	return rc;
 }
 
-/* Re-read the stored offsets of the batch's partitions and seek there (after fencing). */
+/* The loop's connection, connected. @returns CS_OK, or the error with w->errstr. */
+static cs_err_t ctl_ready(cs_worker_t *w)
+{
+	cs_err_t err = cs_writer_connect(w->ctl, w->errstr, sizeof(w->errstr));
+
+	w->stats.pg_ok = err == CS_OK;
+	if (err == CS_OK)
+		w->health_at_ms = now_ms();
+	return err;
+}
+
+/* Read the stored offset of topic/partition on the loop's connection (-1 when none).
+ * @returns CS_OK, or the error with w->errstr (the connection is dropped when broken). */
+static cs_err_t read_stored(cs_worker_t *w, const char *topic, int32_t partition,
+			    int64_t *stored)
+{
+	cs_err_t err = ctl_ready(w);
+
+	if (err == CS_OK)
+		err = cs_writer_stored_offset(w->ctl, topic, partition, stored, w->errstr,
+					      sizeof(w->errstr));
+	if (err != CS_OK) {
+		cs_writer_disconnect(w->ctl);
+		w->stats.pg_ok = false;
+	}
+	return err;
+}
+
+/* Log where an assigned partition starts. */
+static void log_start(const char *topic, int32_t partition, int64_t stored)
+{
+	if (stored >= 0)
+		cs_info("partition \"%s\" [%d] assigned, starting at stored offset %lld", topic,
+			(int)partition, (long long)stored);
+	else
+		cs_info("partition \"%s\" [%d] assigned, no stored offset: starting at the "
+			"committed offset or auto.offset.reset", topic, (int)partition);
+}
+
+/* The in-flight batch was fenced: re-read the stored offsets of its partitions still assigned
+ * and start them there again (what the loop read of them since is dropped). */
 static cs_err_t resync_partitions(lane_t *l)
 {
 	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
-	rd_kafka_topic_partition_list_t *list;
 	int nparts;
-	cs_err_t err = CS_OK;
 
 	parts = cs_batch_parts(l->inflight, &nparts);
-	list = rd_kafka_topic_partition_list_new(nparts);
-	for (int i = 0; i < nparts && err == CS_OK; i++) {
+	for (int i = 0; i < nparts; i++) {
 		int64_t stored;
-		if (parts[i].partition < 0 || pstate_find(w, parts[i].topic, parts[i].partition) == NULL)
+		lane_t *owner;
+
+		if (parts[i].partition < 0 ||
+		    cs_consumer_find(w->cons, parts[i].topic, parts[i].partition) == NULL)
 			continue;
-		err = cs_writer_stored_offset(l->writer, parts[i].topic, parts[i].partition, &stored,
-					      w->errstr, sizeof(w->errstr));
-		if (err != CS_OK || stored < 0)
+		owner = &w->lanes[cs_consumer_lane(w->cons, parts[i].topic, parts[i].partition)];
+		cs_batch_drop_partition(owner->batch, parts[i].topic, parts[i].partition);
+		if (read_stored(w, parts[i].topic, parts[i].partition, &stored) != CS_OK) {
+			/* PostgreSQL went away: the partition waits, paused, for its stored offset */
+			cs_warn("%s", w->errstr);
+			cs_consumer_wait(w->cons, parts[i].topic, parts[i].partition);
 			continue;
-		if (pstate_set(w, parts[i].topic, parts[i].partition, stored) != 0)
-			err = CS_ERR_FATAL;
-		/* what the loop has read past the fenced batch is read again after the seek */
-		cs_batch_drop_partition(l->batch, parts[i].topic, parts[i].partition);
-		rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
-			stored;
-	}
-	if (err == CS_OK && list->cnt > 0) {
-		rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, list, 10000);
-		if (error != NULL) {
-			cs_warn("could not seek after fencing: %s", rd_kafka_error_string(error));
-			rd_kafka_error_destroy(error);
 		}
+		if (cs_consumer_start(w->cons, parts[i].topic, parts[i].partition, stored, w->errstr,
+				      sizeof(w->errstr)) != CS_OK)
+			return CS_ERR_FATAL;
 	}
-	rd_kafka_topic_partition_list_destroy(list);
-	return err;
+	return CS_OK;
 }
 
 /* Commit the batch's next offsets to Kafka too (for lag tools; PostgreSQL holds the truth). */
 static void commit_to_kafka(lane_t *l)
 {
-	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	rd_kafka_topic_partition_list_t *list;
 	int nparts;
 
 	parts = cs_batch_parts(l->inflight, &nparts);
-	list = rd_kafka_topic_partition_list_new(nparts);
-	for (int i = 0; i < nparts; i++) {
-		if (parts[i].partition < 0 || pstate_find(w, parts[i].topic, parts[i].partition) == NULL)
-			continue;
-		rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
-			parts[i].next_offset;
-	}
-	if (list->cnt > 0)
-		rd_kafka_commit(w->rk, list, 1);
+	list = rd_kafka_topic_partition_list_new(nparts > 0 ? nparts : 1);
+	for (int i = 0; i < nparts; i++)
+		if (parts[i].partition >= 0)
+			rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)
+				->offset = parts[i].next_offset;
+	cs_consumer_commit(l->w->cons, list);
 	rd_kafka_topic_partition_list_destroy(list);
 }
 
@@ -513,7 +495,6 @@ static void log_batch(lane_t *l, int64_t ms)
 /* The stored offsets this worker expects for the filled batch's partitions. */
 static int fill_expected(lane_t *l)
 {
-	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
 	int nparts;
 
@@ -526,7 +507,9 @@ static int fill_expected(lane_t *l)
 		l->expected_cap = nparts;
 	}
 	for (int i = 0; i < nparts; i++) {
-		const pstate_t *p = pstate_find(w, parts[i].topic, parts[i].partition);
+		const cs_consumer_part_t *p = parts[i].partition < 0 ? NULL
+					      : cs_consumer_find(l->w->cons, parts[i].topic,
+								 parts[i].partition);
 		l->expected[i] = p ? p->stored : -1;
 	}
 	return 0;
@@ -535,14 +518,12 @@ static int fill_expected(lane_t *l)
 /* Some dead letters of the filling batch were not delivered: drop the batch and seek its
  * partitions back to where it started, so that its entries are read, decoded and dead-lettered
  * again. Letters that did arrive arrive twice (the dead-letter topic is at least once).
- * @returns CS_ERR_RETRIABLE (wait, then go on), or CS_ERR_FATAL when the seek failed: the
+ * @returns CS_ERR_RETRIABLE (wait, then go on), or CS_ERR_FATAL when a seek failed: the
  *          consumer's position is then unknown and only a restart from the stored offsets is safe. */
 static cs_err_t rewind_batch(lane_t *l)
 {
 	cs_worker_t *w = l->w;
 	const cs_batch_part_t *parts;
-	rd_kafka_topic_partition_list_t *list;
-	rd_kafka_error_t *error = NULL;
 	char why[ERRSTR];
 	int nparts;
 	cs_err_t err = CS_ERR_RETRIABLE;
@@ -551,29 +532,12 @@ static cs_err_t rewind_batch(lane_t *l)
 	cs_log_fields(CS_LOG_WARNING, "dead letters not delivered: the batch is read again",
 		      "error", why, NULL);
 	parts = cs_batch_parts(l->batch, &nparts);
-	list = rd_kafka_topic_partition_list_new(nparts > 0 ? nparts : 1);
-	for (int i = 0; i < nparts; i++)
-		if (parts[i].partition >= 0)
-			rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)
-				->offset = parts[i].first_offset;
-	if (list->cnt > 0)
-		error = rd_kafka_seek_partitions(w->rk, list, 10000);
-	for (int i = 0; error == NULL && i < list->cnt; i++)
-		if (list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-			snprintf(w->errstr, sizeof(w->errstr), "could not seek \"%s\" [%d] back to %lld "
-				 "after undelivered dead letters: %s", list->elems[i].topic,
-				 (int)list->elems[i].partition, (long long)list->elems[i].offset,
-				 rd_kafka_err2str(list->elems[i].err));
+	for (int i = 0; i < nparts && err != CS_ERR_FATAL; i++)
+		if (parts[i].partition >= 0 &&
+		    cs_consumer_seek(w->cons, parts[i].topic, parts[i].partition,
+				     parts[i].start_offset, w->errstr, sizeof(w->errstr)) != CS_OK)
 			err = CS_ERR_FATAL;
-		}
-	if (error != NULL) {
-		snprintf(w->errstr, sizeof(w->errstr), "could not seek back after undelivered dead "
-			 "letters: %s", rd_kafka_error_string(error));
-		rd_kafka_error_destroy(error);
-		err = CS_ERR_FATAL;
-	}
-	w->fatal = w->fatal || err == CS_ERR_FATAL; /* also when called from a rebalance */
-	rd_kafka_topic_partition_list_destroy(list);
+	w->fatal = w->fatal || err == CS_ERR_FATAL;
 	cs_batch_reset(l->batch);
 	cs_dlq_tally_reset(l->fill_tally);
 	return err;
@@ -591,6 +555,10 @@ static cs_err_t submit(lane_t *l)
 		return CS_OK;
 	if (l->inflight_failed || cs_wthread_busy(l->wt))
 		return CS_ERR_RETRIABLE; /* the older batch first */
+	if (!holds_partitions(l->batch)) {
+		cs_batch_reset(l->batch); /* everything in it was revoked */
+		return CS_OK;
+	}
 	if (cs_dlq_flush(w->dlq, l->fill_tally, DLQ_FLUSH_MS, w->errstr, sizeof(w->errstr)) != CS_OK)
 		return rewind_batch(l);
 	if (fill_expected(l) != 0)
@@ -603,17 +571,21 @@ static cs_err_t submit(lane_t *l)
 	l->fill_tally = tally;
 	cs_dlq_tally_reset(l->fill_tally);
 	l->inflight_bytes = cs_batch_bytes(l->inflight);
+#ifdef COPYSINK_TEST_HOOKS
 	if (w->stall_before_write_ms > 0) {
 		/* tests: the loop stalls (no poll) holding a batch, long enough to be thrown out of
 		 * the group; its write must then be fenced */
 		sleep_ms(w->stall_before_write_ms);
 		w->stall_before_write_ms = 0;
 	}
+#endif
 	cs_wthread_submit(l->wt, l->inflight, l->expected);
 	return CS_OK;
 }
 
-/* The in-flight batch committed: move the partitions on, commit to Kafka, count, log. */
+/* The in-flight batch committed: move the partitions on, commit to Kafka, count, log. A
+ * partition assigned again while the batch was in flight was started at the old stored
+ * offset: what its lane has taken of it since is below the new one and is dropped. */
 static void committed(lane_t *l, int64_t ms)
 {
 	cs_worker_t *w = l->w;
@@ -621,18 +593,57 @@ static void committed(lane_t *l, int64_t ms)
 	int nparts;
 
 	parts = cs_batch_parts(l->inflight, &nparts);
-	for (int i = 0; i < nparts; i++)
-		if (parts[i].partition >= 0 && pstate_find(w, parts[i].topic, parts[i].partition))
-			(void)pstate_set(w, parts[i].topic, parts[i].partition, parts[i].next_offset);
+	for (int i = 0; i < nparts; i++) {
+		const char *topic = parts[i].topic;
+		int32_t partition = parts[i].partition;
+		lane_t *owner;
+		int64_t start;
+		bool moved;
+
+		if (partition < 0 || cs_consumer_find(w->cons, topic, partition) == NULL)
+			continue;
+		owner = &w->lanes[cs_consumer_lane(w->cons, topic, partition)];
+		start = batch_start(owner->batch, topic, partition);
+		moved = cs_consumer_committed(w->cons, topic, partition, parts[i].next_offset);
+		if (moved || (start >= 0 && start < parts[i].next_offset)) {
+			cs_batch_drop_partition(owner->batch, topic, partition);
+			if (!moved && cs_consumer_seek(w->cons, topic, partition, parts[i].next_offset,
+						       w->errstr, sizeof(w->errstr)) != CS_OK)
+				w->fatal = true;
+		}
+	}
+#ifdef COPYSINK_TEST_HOOKS
 	/* tests kill the worker here: committed in PostgreSQL, not yet in Kafka */
 	if (w->kill_after_commits > 0 && --w->kill_after_commits == 0)
 		raise(SIGKILL);
+#endif
 	if (w->replay == NULL)
 		commit_to_kafka(l);
 	w->stats.batches++;
 	w->stats.last_commit_ms = wall_ms();
+	w->health_at_ms = now_ms();
 	cs_stats_batch_duration(&w->stats, (double)ms / 1000.0);
 	log_batch(l, ms);
+}
+
+/* Forget the partitions of the in-flight batch that are no longer assigned (revoked while it
+ * waited for a retry). @returns true when nothing is left to write. */
+static bool prune_inflight(lane_t *l)
+{
+	const cs_batch_part_t *parts;
+	int nparts;
+
+	parts = cs_batch_parts(l->inflight, &nparts);
+	for (int i = 0; i < nparts; i++)
+		if (parts[i].partition >= 0 &&
+		    cs_consumer_find(l->w->cons, parts[i].topic, parts[i].partition) == NULL)
+			cs_batch_drop_partition(l->inflight, parts[i].topic, parts[i].partition);
+	if (holds_partitions(l->inflight))
+		return false;
+	cs_batch_reset(l->inflight);
+	l->inflight_bytes = 0;
+	l->inflight_failed = false;
+	return true;
 }
 
 /* Wait for the batch in flight and act on the outcome. A retriable failure leaves the batch in
@@ -644,7 +655,7 @@ static cs_err_t collect(lane_t *l)
 	cs_err_t err;
 
 	if (!cs_wthread_busy(l->wt)) {
-		if (!l->inflight_failed)
+		if (!l->inflight_failed || prune_inflight(l))
 			return CS_OK;
 		/* the failed batch goes again, with the same expected offsets (and its rejected
 		 * rows are dead-lettered again) */
@@ -675,339 +686,132 @@ static cs_err_t collect(lane_t *l)
 	return err;
 }
 
-/* Pause or resume every assigned partition (while a write is being retried). */
-static void set_paused(cs_worker_t *w, bool pause)
+/* Partitions revoked (or lost): unless lost, or the loop is already retrying a write, write
+ * what is held first, within the grace period; then drop whatever is left of them and let
+ * them go. */
+static void act_on_revoke(cs_worker_t *w, cs_rebalance_t *ev, bool settling)
 {
-	rd_kafka_topic_partition_list_t *list = NULL;
-
-	if (w->paused == pause || rd_kafka_assignment(w->rk, &list) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return;
-	if (pause)
-		rd_kafka_pause_partitions(w->rk, list);
-	else
-		rd_kafka_resume_partitions(w->rk, list);
-	rd_kafka_topic_partition_list_destroy(list);
-	w->paused = pause;
-}
-
-/* Read the stored offsets of newly assigned partitions (retrying while PostgreSQL is down)
- * and set them as the start positions. */
-static void on_assign(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts)
-{
-	int64_t backoff = w->cfg->retry_backoff_ms;
-
-	/* a writer's connection is its thread's while a batch is in flight: the stored offsets
-	 * are read on lane 0's once every lane has settled, or on the connection of the lane
-	 * whose settle() polled (its batch waits for a retry, other lanes may be writing) */
-	cs_writer_t *writer = w->settling != NULL ? w->settling->writer : w->lanes[0].writer;
-
-	if (w->settling == NULL && settle_all(w, -1) != CS_OK)
-		cs_warn("batch in flight not written before the assignment: %s", w->errstr);
-
-	for (int i = 0; i < parts->cnt; i++) {
-		rd_kafka_topic_partition_t *p = &parts->elems[i];
-		int64_t stored = -1;
-		cs_err_t err;
-
-		while ((err = cs_writer_stored_offset(writer, p->topic, p->partition, &stored,
-						      w->errstr, sizeof(w->errstr))) != CS_OK &&
-		       !*w->stop) {
-			cs_warn("%s", w->errstr);
-			sleep_ms(backoff);
-			backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
-									 : backoff * 2;
-			if (cs_writer_connect(writer, w->errstr, sizeof(w->errstr)) != CS_OK)
-				cs_warn("%s", w->errstr);
-		}
-		p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
-		if (pstate_set(w, p->topic, p->partition, stored) != 0)
-			cs_error("out of memory tracking partition \"%s\" [%d]", p->topic, p->partition);
-		if (stored >= 0)
-			cs_info("partition \"%s\" [%d] assigned, starting at stored offset %lld",
-				p->topic, (int)p->partition, (long long)stored);
-		else
-			cs_info("partition \"%s\" [%d] assigned, no stored offset: starting at the "
-				"committed offset or auto.offset.reset", p->topic, (int)p->partition);
-	}
-}
-
-/* Revoked or lost partitions: write what is held first (unless lost, or already retrying),
- * then drop whatever is left for them. */
-static void on_revoke(cs_worker_t *w, rd_kafka_topic_partition_list_t *parts, bool lost)
-{
-	if (!lost && w->settling == NULL) {
-		cs_err_t err = drain(w, now_ms() + w->cfg->shutdown_grace_ms);
-		if (err != CS_OK)
+	if (!ev->lost && !settling) {
+		if (drain(w, now_ms() + w->cfg->shutdown_grace_ms) != CS_OK)
 			cs_log_fields(CS_LOG_WARNING, "could not write the batch before a rebalance",
 				      "error", w->errstr, NULL);
-	} else if (w->settling == NULL) {
+	} else if (!settling) {
 		/* lost: let the writes finish; fencing decides their fate */
 		for (int l = 0; l < w->nlanes; l++)
-			(void)collect(&w->lanes[l]);
+			if (cs_wthread_busy(w->lanes[l].wt))
+				(void)collect(&w->lanes[l]);
 	}
-	for (int i = 0; i < parts->cnt; i++) {
-		lane_t *l = lane_of(w, parts->elems[i].topic, parts->elems[i].partition);
+	for (int i = 0; i < ev->parts->cnt; i++) {
+		const char *topic = ev->parts->elems[i].topic;
+		int32_t partition = ev->parts->elems[i].partition;
+		lane_t *l = &w->lanes[cs_consumer_lane(w->cons, topic, partition)];
 
-		cs_batch_drop_partition(l->batch, parts->elems[i].topic, parts->elems[i].partition);
-		if (!cs_wthread_busy(l->wt))
-			cs_batch_drop_partition(l->inflight, parts->elems[i].topic,
-						parts->elems[i].partition);
-		pstate_remove(w, parts->elems[i].topic, parts->elems[i].partition);
-		cs_info("partition \"%s\" [%d] %s", parts->elems[i].topic,
-			(int)parts->elems[i].partition, lost ? "lost" : "revoked");
+		cs_batch_drop_partition(l->batch, topic, partition);
+		/* a batch being written keeps them: the fence decides; one waiting for a retry
+		 * forgets them (prune_inflight) */
 	}
+	cs_consumer_revoke(w->cons, ev);
 }
 
-/* librdkafka's rebalance callback (runs inside rd_kafka_consumer_poll on the loop's thread). */
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+/* Partitions assigned: read their stored offsets and assign them from there; those whose
+ * offset cannot be read now (PostgreSQL down) wait, paused, for resolve_waiting(). */
+static cs_err_t act_on_assign(cs_worker_t *w, cs_rebalance_t *ev)
 {
-	cs_worker_t *w = opaque;
-	bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-	rd_kafka_error_t *error = NULL;
+	bool *known = calloc((size_t)ev->parts->cnt + 1, sizeof(*known));
+	bool reachable = true;
+	cs_err_t err;
 
-	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-		on_assign(w, parts);
-		if (coop)
-			error = rd_kafka_incremental_assign(rk, parts);
-		else
-			rd_kafka_assign(rk, parts);
-	} else {
-		on_revoke(w, parts, rd_kafka_assignment_lost(rk));
-		if (coop)
-			error = rd_kafka_incremental_unassign(rk, parts);
-		else
-			rd_kafka_assign(rk, NULL);
+	if (known == NULL) {
+		snprintf(w->errstr, sizeof(w->errstr), "out of memory");
+		return CS_ERR_FATAL;
 	}
-	if (error != NULL) {
-		cs_error("rebalance failed: %s", rd_kafka_error_string(error));
-		rd_kafka_error_destroy(error);
-	}
-}
+	for (int i = 0; i < ev->parts->cnt && reachable; i++) {
+		rd_kafka_topic_partition_t *p = &ev->parts->elems[i];
+		int64_t stored = -1;
 
-/* Replay mode: resolve the positions, assign them, track the partitions (nothing stored). */
-static int start_replay(cs_worker_t *w, char *errstr, size_t errstr_size)
-{
-	rd_kafka_topic_partition_list_t *list = NULL;
-
-	w->replay = cs_replay_start(w->rk, w->cfg, w->ropts, errstr, errstr_size);
-	if (w->replay == NULL)
-		return -1;
-	if (rd_kafka_assignment(w->rk, &list) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return 0;
-	for (int i = 0; i < list->cnt; i++)
-		if (pstate_set(w, list->elems[i].topic, list->elems[i].partition, -1) != 0) {
-			rd_kafka_topic_partition_list_destroy(list);
-			snprintf(errstr, errstr_size, "out of memory");
-			return -1;
-		}
-	rd_kafka_topic_partition_list_destroy(list);
-	return 0;
-}
-
-/* True unless [worker] fetch_wake = off. */
-static bool fetch_wake_on(const cs_config_t *cfg)
-{
-	return cfg->worker_fetch_wake == NULL || strcmp(cfg->worker_fetch_wake, "off") != 0;
-}
-
-/* Create the consumer with the worker's safe defaults and subscribe to the tables' topics
- * (or, for a replay, assign the partitions from the replay's positions). */
-static int make_consumer(cs_worker_t *w, char *errstr, size_t errstr_size)
-{
-	rd_kafka_conf_t *conf = cs_kafkaconf_new(w->cfg, false, errstr, errstr_size);
-	rd_kafka_topic_partition_list_t *topics;
-	char why[512], kbytes[32], fetch[32];
-	int64_t fetch_bytes, queue_kbytes;
-	rd_kafka_resp_err_t err;
-
-	if (conf == NULL)
-		return -1;
-	/* The consumer's memory counts against the cap of 3 x max_bytes: librdkafka's prefetch
-	 * queue, which one fetch response may overshoot, gets one batch's worth between them
-	 * (fetch.max.bytes max_bytes / 8 within [max(1 MiB, message.max.bytes), 50 MiB], the
-	 * queue the rest, or half of the rest with the fetch waker). librdkafka 2.0 stops
-	 * fetching for up to a second whenever that queue is full, unless the waker wakes it
-	 * (fetchwake.h); a larger queued.max.messages.kbytes buys throughput with memory
-	 * (docs/BENCHMARKS.md). */
-	fetch_bytes = w->cfg->batch_max_bytes / 8;
-	if (fetch_bytes > 52428800) /* librdkafka's own default, the most it needs */
-		fetch_bytes = 52428800;
-	/* librdkafka refuses a fetch.max.bytes below message.max.bytes (at least 1 MiB here) */
-	if (rd_kafka_conf_get(conf, "message.max.bytes", why, &(size_t){sizeof(why)}) ==
-		    RD_KAFKA_CONF_OK &&
-	    strtoll(why, NULL, 10) > fetch_bytes)
-		fetch_bytes = strtoll(why, NULL, 10);
-	if (fetch_bytes < 1048576)
-		fetch_bytes = 1048576;
-	queue_kbytes = (w->cfg->batch_max_bytes - fetch_bytes) / 1024;
-	/* with the fetch waker the queue refills within a round trip, not a second: half of it
-	 * keeps the writer as busy (measured: docs/BENCHMARKS.md) and holds 14 MB less */
-	if (fetch_wake_on(w->cfg))
-		queue_kbytes /= 2;
-	snprintf(fetch, sizeof(fetch), "%lld", (long long)fetch_bytes);
-	snprintf(kbytes, sizeof(kbytes), "%lld", (long long)(queue_kbytes > 1024 ? queue_kbytes : 1024));
-	if (w->ropts == NULL &&
-	    (rd_kafka_conf_get(conf, "group.id", why, &(size_t){sizeof(why)}) != RD_KAFKA_CONF_OK ||
-	     why[0] == '\0')) {
-		snprintf(errstr, errstr_size, "[kafka] group.id is not set");
-		goto fail;
-	}
-	if (cs_kafkaconf_default(conf, w->cfg, "enable.auto.commit", "false", errstr, errstr_size) ||
-	    cs_kafkaconf_default(conf, w->cfg, "enable.auto.offset.store", "false", errstr,
-				 errstr_size) ||
-	    cs_kafkaconf_default(conf, w->cfg, "auto.offset.reset", "earliest", errstr,
-				 errstr_size) ||
-	    cs_kafkaconf_default(conf, w->cfg, "partition.assignment.strategy",
-				 "cooperative-sticky", errstr, errstr_size) ||
-	    cs_kafkaconf_default(conf, w->cfg, "queued.max.messages.kbytes", kbytes, errstr,
-				 errstr_size) ||
-	    cs_kafkaconf_default(conf, w->cfg, "fetch.max.bytes", fetch, errstr, errstr_size) ||
-	    cs_kafkaconf_default(conf, w->cfg, "client.id", "copysink", errstr, errstr_size) ||
-	    (w->ropts != NULL && cs_kafkaconf_default(conf, w->cfg, "enable.partition.eof", "true",
-						      errstr, errstr_size)))
-		goto fail;
-	/* a replay must never commit into the group of the live worker, whatever [kafka] says */
-	if (w->ropts != NULL &&
-	    (rd_kafka_conf_set(conf, "enable.auto.commit", "false", why, sizeof(why)) !=
-		     RD_KAFKA_CONF_OK ||
-	     rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", why, sizeof(why)) !=
-		     RD_KAFKA_CONF_OK)) {
-		snprintf(errstr, errstr_size, "could not configure the replay's consumer: %s", why);
-		goto fail;
-	}
-	if (rd_kafka_conf_get(conf, "queued.max.messages.kbytes", why, &(size_t){sizeof(why)}) ==
-	    RD_KAFKA_CONF_OK)
-		queue_kbytes = strtoll(why, NULL, 10);
-	w->wake_every = queue_kbytes * 1024 / 4;
-	if (w->ropts == NULL)
-		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-	rd_kafka_conf_set_opaque(conf, w);
-	w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
-	if (w->rk == NULL) {
-		snprintf(errstr, errstr_size, "could not create the Kafka consumer: %s", why);
-		goto fail;
-	}
-	conf = NULL; /* owned by rk now */
-	rd_kafka_poll_set_consumer(w->rk);
-	if (fetch_wake_on(w->cfg)) {
-		w->fw = cs_fetchwake_new(w->rk);
-		if (w->fw == NULL) {
-			snprintf(errstr, errstr_size, "could not start the fetch waker thread");
-			return -1;
+		if (w->replay != NULL || read_stored(w, p->topic, p->partition, &stored) == CS_OK) {
+			known[i] = true;
+			p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
+			log_start(p->topic, p->partition, stored);
+		} else {
+			reachable = false; /* the rest wait too: one timeout, not one per partition */
+			cs_log_fields(CS_LOG_WARNING, "stored offsets not read: the assigned partitions "
+				      "wait, paused", "error", w->errstr, NULL);
+			w->lookup_at_ms = now_ms() + w->lookup_backoff_ms;
 		}
 	}
-	if (w->ropts != NULL)
-		return start_replay(w, errstr, errstr_size);
-	topics = rd_kafka_topic_partition_list_new(w->cfg->ntables);
-	for (int t = 0; t < w->cfg->ntables; t++)
-		rd_kafka_topic_partition_list_add(topics, w->cfg->tables[t].topic,
-						  RD_KAFKA_PARTITION_UA);
-	err = rd_kafka_subscribe(w->rk, topics);
-	rd_kafka_topic_partition_list_destroy(topics);
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		snprintf(errstr, errstr_size, "could not subscribe: %s", rd_kafka_err2str(err));
-		return -1;
-	}
-	return 0;
-fail:
-	if (conf != NULL)
-		rd_kafka_conf_destroy(conf);
-	return -1;
-}
-
-cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
-			   const cs_replay_opts_t *replay, cs_err_t *err, char *errstr,
-			   size_t errstr_size)
-{
-	cs_worker_t *w = calloc(1, sizeof(*w));
-	cs_decode_limits_t limits;
-	char group[256];
-	size_t glen = sizeof(group);
-
-	*err = CS_ERR_FATAL;
-	if (w == NULL) {
-		snprintf(errstr, errstr_size, "out of memory");
-		return NULL;
-	}
-	w->cfg = cfg;
-	w->shared = shared;
-	/* the retry backoff's jitter: workers restarted together must not retry in step */
-	srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
-	w->ropts = replay;
-	if (getenv("COPYSINK_TEST_KILL_AFTER_COMMITS") != NULL)
-		w->kill_after_commits = strtol(getenv("COPYSINK_TEST_KILL_AFTER_COMMITS"), NULL, 10);
-	if (getenv("COPYSINK_TEST_STALL_BEFORE_WRITE_MS") != NULL)
-		w->stall_before_write_ms =
-			strtol(getenv("COPYSINK_TEST_STALL_BEFORE_WRITE_MS"), NULL, 10);
-	group[0] = '\0';
-	for (int i = 0; i < cfg->nkafka; i++)
-		if (strcmp(cfg->kafka[i].key, "group.id") == 0)
-			snprintf(group, glen, "%s", cfg->kafka[i].value);
-	cs_decode_limits_default(&limits);
-	limits.max_message_bytes = (size_t)cfg->max_message_bytes;
-	w->dec = cs_decoder_new(&limits);
-	w->nlanes = cfg->pg_writers > 1 ? (int)cfg->pg_writers : 1;
-	w->lanes = calloc((size_t)w->nlanes, sizeof(*w->lanes));
-	if (w->dec == NULL || w->lanes == NULL) {
-		snprintf(errstr, errstr_size, "out of memory");
-		goto fail;
-	}
-	/* the memory cap (3 x max_bytes + 32 MB) holds whatever the number of lanes: they share
-	 * max_bytes (at least 1 MiB each) */
-	w->lane_max_bytes = cfg->batch_max_bytes / w->nlanes;
-	if (w->lane_max_bytes < 1048576)
-		w->lane_max_bytes = 1048576;
-	w->write_when_idle = cfg->batch_write_when_idle == NULL ||
-			     strcmp(cfg->batch_write_when_idle, "off") != 0;
-	for (int i = 0; i < w->nlanes; i++) {
-		lane_t *l = &w->lanes[i];
-
-		l->w = w;
-		l->index = i;
-		l->fill_tally = &l->tallies[0];
-		l->flight_tally = &l->tallies[1];
-		l->dec2 = cs_decoder_new(&limits);
-		l->batch = cs_batch_new(cfg->tables, cfg->ntables);
-		l->inflight = cs_batch_new(cfg->tables, cfg->ntables);
-		/* a replay stores no offsets: the live group's stay as they are */
-		l->writer = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables,
-					  cfg->ntables, replay != NULL ? "" : group);
-		if (l->dec2 == NULL || l->batch == NULL || l->inflight == NULL || l->writer == NULL) {
-			snprintf(errstr, errstr_size, "out of memory");
-			goto fail;
-		}
-		/* auto: twice a batch's COPY bytes (staging rows are a little larger), at most 1 GB */
-		cs_writer_set_temp_buffers(l->writer, cfg->pg_temp_buffers_mb >= 0
-							      ? cfg->pg_temp_buffers_mb * 1024
-							  : 2 * w->lane_max_bytes > 1073741824
-							      ? 1048576
-							      : 2 * w->lane_max_bytes / 1024);
-		cs_writer_set_direct(l->writer, cfg->pg_direct_copy == NULL ||
-							strcmp(cfg->pg_direct_copy, "off") != 0);
-		/* with several lanes, rows are merged in key order: two transactions that meet
-		 * the same keys then wait for each other instead of deadlocking */
-		cs_writer_set_key_order(l->writer, w->nlanes > 1);
-		*err = cs_writer_connect(l->writer, errstr, errstr_size);
-		if (*err != CS_OK)
-			goto fail;
-		*err = CS_ERR_FATAL;
-		l->wt = cs_wthread_new(l->writer, reject_row, l);
-		if (l->wt == NULL) {
-			snprintf(errstr, errstr_size, "could not start the writer thread");
-			goto fail;
-		}
-	}
-	w->stats.pg_ok = true;
+	err = cs_consumer_assign(w->cons, ev, known, w->errstr, sizeof(w->errstr));
+	free(known);
 	w->stats.kafka_ok = true;
-	w->dlq = cs_dlq_new(cfg, errstr, errstr_size);
-	if (w->dlq == NULL || make_consumer(w, errstr, errstr_size) != 0)
-		goto fail;
-	*err = CS_OK;
-	return w;
-fail:
-	cs_worker_destroy(w);
-	return NULL;
+	return err;
+}
+
+/* Act on the rebalances recorded since the last turn, in order. While `settling` (a write
+ * waits for its retry), revoked partitions are let go without writing first. */
+static cs_err_t act_on_rebalances(cs_worker_t *w, bool settling)
+{
+	cs_rebalance_t *ev;
+	cs_err_t err = CS_OK;
+
+	if (cs_consumer_fatal(w->cons) != NULL) {
+		snprintf(w->errstr, sizeof(w->errstr), "%s", cs_consumer_fatal(w->cons));
+		return CS_ERR_FATAL;
+	}
+	while (err == CS_OK && (ev = cs_consumer_event(w->cons)) != NULL) {
+		if (ev->assign)
+			err = act_on_assign(w, ev);
+		else
+			act_on_revoke(w, ev, settling);
+	}
+	return err;
+}
+
+/* Read the stored offsets of the partitions still waiting for them, at most once per backoff
+ * while PostgreSQL does not answer. */
+static cs_err_t resolve_waiting(cs_worker_t *w)
+{
+	int nparts;
+	cs_consumer_part_t *parts = cs_consumer_parts(w->cons, &nparts);
+
+	if (now_ms() < w->lookup_at_ms)
+		return CS_OK;
+	for (int i = 0; i < nparts; i++) {
+		char topic[CS_MAX_TOPIC];
+		int32_t partition = parts[i].partition;
+		int64_t stored;
+
+		if (parts[i].ready)
+			continue;
+		snprintf(topic, sizeof(topic), "%s", parts[i].topic);
+		if (read_stored(w, topic, partition, &stored) != CS_OK) {
+			cs_log_fields(CS_LOG_WARNING, "stored offsets not read: the assigned "
+				      "partitions wait, paused", "error", w->errstr, NULL);
+			w->lookup_at_ms = now_ms() + w->lookup_backoff_ms;
+			w->lookup_backoff_ms = next_backoff(w, w->lookup_backoff_ms);
+			return CS_OK;
+		}
+		if (cs_consumer_start(w->cons, topic, partition, stored, w->errstr,
+				      sizeof(w->errstr)) != CS_OK)
+			return CS_ERR_FATAL;
+		log_start(topic, partition, stored);
+	}
+	w->lookup_backoff_ms = w->cfg->retry_backoff_ms;
+	return CS_OK;
+}
+
+/* /readyz: while no batch commits, ask PostgreSQL for a round trip every HEALTH_EVERY_MS on
+ * the loop's connection, so an outage shows within that even when idle. */
+static void check_health(cs_worker_t *w)
+{
+	int64_t stored;
+	bool was_ok;
+
+	if (now_ms() - w->health_at_ms < HEALTH_EVERY_MS)
+		return;
+	was_ok = w->stats.pg_ok;
+	w->health_at_ms = now_ms(); /* also after a failure: at most one try per period */
+	if (read_stored(w, "", -1, &stored) != CS_OK && was_ok)
+		cs_log_fields(CS_LOG_WARNING, "PostgreSQL does not answer", "error", w->errstr, NULL);
 }
 
 /* True when the lane's batch must be written now. */
@@ -1020,40 +824,52 @@ static bool batch_due(const lane_t *l, int64_t now)
 	return cs_batch_due(l->batch, &bounds, now - l->batch_start_ms);
 }
 
+/* Wait up to `ms` while a write waits for its retry: messages that arrive join the filling
+ * batches, rebalances are acted on (without writing first). */
+static cs_err_t wait_polling(cs_worker_t *w, int64_t ms)
+{
+	for (int64_t until = now_ms() + ms; now_ms() < until;) {
+		rd_kafka_message_t *rkm = cs_consumer_poll(w->cons, 100);
+		cs_err_t err = CS_OK;
+
+		if (rkm != NULL) {
+			if (!rkm->err)
+				err = take_message(w, rkm);
+			rd_kafka_message_destroy(rkm);
+		}
+		if (err == CS_OK)
+			err = act_on_rebalances(w, true);
+		if (err == CS_OK)
+			err = resolve_waiting(w);
+		publish(w);
+		if (err == CS_ERR_FATAL || w->fatal)
+			return CS_ERR_FATAL;
+	}
+	return CS_OK;
+}
+
 /* Collect the lane's batch in flight, retrying infrastructure errors with exponential backoff
  * and jitter while the partitions are paused, until it commits, `deadline` passes (-1: none)
- * or a stop. Messages that arrive meanwhile join the filling batches. */
+ * or a stop. */
 static cs_err_t settle(lane_t *l, int64_t deadline)
 {
 	cs_worker_t *w = l->w;
 	int64_t backoff = w->cfg->retry_backoff_ms;
 	cs_err_t err;
 
-	w->settling = l;
 	while ((err = collect(l)) == CS_ERR_RETRIABLE) {
 		int64_t wait = backoff / 2 + (int64_t)(rand() % (int)(backoff / 2 + 1));
 		w->stats.retries++;
 		cs_log_fields(CS_LOG_WARNING, "batch not written, will retry", "error", w->errstr,
 			      NULL);
-		set_paused(w, true);
+		cs_consumer_hold(w->cons, true);
 		w->stats.retrying = true;
 		publish(w);
 		if ((deadline >= 0 && now_ms() + wait > deadline) || (*w->stop && deadline < 0))
 			break;
-		for (int64_t until = now_ms() + wait; now_ms() < until;) {
-			rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, 100);
-			publish(w);
-			if (rkm == NULL)
-				continue;
-			if (!rkm->err && take_message(w, rkm) == CS_ERR_FATAL) {
-				rd_kafka_message_destroy(rkm);
-				err = CS_ERR_FATAL;
-				goto out;
-			}
-			rd_kafka_message_destroy(rkm);
-		}
-		backoff = backoff * 2 > w->cfg->retry_backoff_max_ms ? w->cfg->retry_backoff_max_ms
-								 : backoff * 2;
+		if (wait_polling(w, wait) != CS_OK)
+			return CS_ERR_FATAL;
+		backoff = next_backoff(w, backoff);
 	}
 	if (err == CS_OK) {
 		bool retrying = false;
@@ -1061,12 +877,10 @@ static cs_err_t settle(lane_t *l, int64_t deadline)
 		for (int i = 0; i < w->nlanes; i++)
 			retrying = retrying || w->lanes[i].inflight_failed;
 		if (!retrying) {
-			set_paused(w, false);
+			cs_consumer_hold(w->cons, false);
 			w->stats.retrying = false;
 		}
 	}
-out:
-	w->settling = NULL;
 	return err;
 }
 
@@ -1092,7 +906,7 @@ static cs_err_t drain(cs_worker_t *w, int64_t deadline)
 	return err;
 }
 
-/* Handle one result of rd_kafka_consumer_poll(). */
+/* Handle one result of cs_consumer_poll(). */
 static cs_err_t handle(cs_worker_t *w, rd_kafka_message_t *rkm)
 {
 	cs_err_t err = CS_OK;
@@ -1130,88 +944,80 @@ static void replay_progress(cs_worker_t *w, bool final)
 	cs_replay_progress(w->replay, rows, dead, final);
 }
 
-cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr,
-		       size_t errstr_size)
+/* One turn's writes: collect finished writes, hand over due batches.
+ * @returns CS_OK with *acted when it did something, or an error. */
+static cs_err_t write_turn(cs_worker_t *w, bool queue_empty, int *timeout, bool *acted)
 {
+	int64_t now = now_ms();
+	bool eager = false, busy = false;
 	cs_err_t err = CS_OK;
-	bool queue_empty = false; /* the last poll found no message waiting */
 
-	w->stop = stop;
-	w->stats_at_ms = now_ms();
-	while (!*stop && err != CS_ERR_FATAL && !w->fatal) {
-		int64_t now = now_ms(), timeout = 100;
-		rd_kafka_message_t *rkm;
-		bool eager = false, acted = false, busy = false;
-
-		for (int i = 0; i < w->nlanes && err == CS_OK; i++) {
-			lane_t *l = &w->lanes[i];
-
-			if (cs_wthread_busy(l->wt) && cs_wthread_done(l->wt)) {
-				err = settle(l, -1);
-				acted = true;
-			}
+	*acted = false;
+	for (int i = 0; i < w->nlanes && err == CS_OK; i++)
+		if (cs_wthread_busy(w->lanes[i].wt) && cs_wthread_done(w->lanes[i].wt)) {
+			err = settle(&w->lanes[i], -1);
+			*acted = true;
 		}
-		if (acted)
-			continue;
-		for (int i = 0; i < w->nlanes && err == CS_OK; i++) {
-			lane_t *l = &w->lanes[i];
-			/* write_when_idle: an idle writer takes its batch as soon as the consumer's
-			 * queue is empty; under load batches still fill up while the previous one
-			 * is written */
-			bool lane_eager = w->write_when_idle && !cs_batch_empty(l->batch) &&
-					  !cs_wthread_busy(l->wt);
-
-			if (batch_due(l, now) || (lane_eager && queue_empty)) {
-				/* one batch in flight per lane: wait for it, then hand this one over */
-				err = settle(l, -1);
-				if (err == CS_OK)
-					err = submit(l);
-				if (err == CS_ERR_RETRIABLE) /* dead letters not delivered: read again later */
-					err = CS_OK, sleep_ms(w->cfg->retry_backoff_ms);
-				acted = true;
-				continue;
-			}
-			eager = eager || lane_eager;
-			busy = busy || cs_wthread_busy(l->wt);
-			if (!cs_batch_empty(l->batch) &&
-			    l->batch_start_ms + w->cfg->batch_linger_ms - now < timeout)
-				timeout = l->batch_start_ms + w->cfg->batch_linger_ms - now;
-		}
-		if (acted) {
-			queue_empty = false;
-			continue;
-		}
-		if (busy && timeout > 10)
-			timeout = 10; /* collect a write promptly when it finishes */
-		if (timeout > 100 || timeout < 0)
-			timeout = timeout < 0 ? 0 : 100;
-		if (eager)
-			timeout = 0;
-		rkm = rd_kafka_consumer_poll(w->rk, (int)timeout);
-		queue_empty = rkm == NULL;
-		if (rkm != NULL)
-			err = handle(w, rkm);
-		if (now_ms() - w->stats.heartbeat_ms >= 100)
-			publish(w);
-		if (w->replay != NULL) {
-			replay_progress(w, false);
-			if (cs_replay_done(w->replay))
-				break; /* the drain below writes the rest */
-		}
-		if (w->cfg->stats_interval_s > 0 &&
-		    now_ms() - w->stats_at_ms >= w->cfg->stats_interval_s * 1000) {
-			cs_stats_log(&w->stats, &w->prev_stats,
-				     (double)(now_ms() - w->stats_at_ms) / 1000.0, w->cfg->tables,
-				     w->cfg->ntables);
-			w->stats_at_ms = now_ms();
-		}
-	}
-	if (err == CS_ERR_FATAL || w->fatal) {
-		err = CS_ERR_FATAL;
-		snprintf(errstr, errstr_size, "%s", w->errstr);
+	if (*acted || err != CS_OK)
 		return err;
+	for (int i = 0; i < w->nlanes && err == CS_OK; i++) {
+		lane_t *l = &w->lanes[i];
+		/* write_when_idle: an idle writer takes its batch as soon as the consumer's queue is
+		 * empty; under load batches still fill up while the previous one is written */
+		bool lane_eager = w->write_when_idle && !cs_batch_empty(l->batch) &&
+				  !cs_wthread_busy(l->wt);
+
+		if (batch_due(l, now) || (lane_eager && queue_empty)) {
+			/* one batch in flight per lane: wait for it, then hand this one over */
+			err = settle(l, -1);
+			if (err == CS_OK)
+				err = submit(l);
+			if (err == CS_ERR_RETRIABLE) /* dead letters not delivered: read again later */
+				err = CS_OK, sleep_ms(w->cfg->retry_backoff_ms);
+			*acted = true;
+			continue;
+		}
+		eager = eager || lane_eager;
+		busy = busy || cs_wthread_busy(l->wt);
+		if (!cs_batch_empty(l->batch) &&
+		    l->batch_start_ms + w->cfg->batch_linger_ms - now < *timeout)
+			*timeout = (int)(l->batch_start_ms + w->cfg->batch_linger_ms - now);
 	}
-	/* drain: write what is pending within the grace period */
+	if (busy && *timeout > 10)
+		*timeout = 10; /* collect a write promptly when it finishes */
+	if (*timeout > 100 || *timeout < 0)
+		*timeout = *timeout < 0 ? 0 : 100;
+	if (eager)
+		*timeout = 0;
+	return err;
+}
+
+/* What the loop does besides messages, every turn: rebalances, waiting partitions, health,
+ * the stats line. */
+static cs_err_t housekeeping(cs_worker_t *w)
+{
+	cs_err_t err = act_on_rebalances(w, false);
+
+	if (err == CS_OK)
+		err = resolve_waiting(w);
+	if (err != CS_OK)
+		return err;
+	if (w->replay == NULL)
+		check_health(w);
+	if (now_ms() - w->stats.heartbeat_ms >= 100)
+		publish(w);
+	if (w->cfg->stats_interval_s > 0 &&
+	    now_ms() - w->stats_at_ms >= w->cfg->stats_interval_s * 1000) {
+		cs_stats_log(&w->stats, &w->prev_stats, (double)(now_ms() - w->stats_at_ms) / 1000.0,
+			     w->cfg->tables, w->cfg->ntables);
+		w->stats_at_ms = now_ms();
+	}
+	return CS_OK;
+}
+
+/* After the loop: write what is pending within the grace period. */
+static cs_err_t finish(cs_worker_t *w, char *errstr, size_t errstr_size)
+{
 	cs_info("stopping: writing what is pending (grace %lld ms)",
 		(long long)w->cfg->shutdown_grace_ms);
 	if (drain(w, now_ms() + w->cfg->shutdown_grace_ms) != CS_OK) {
@@ -1237,16 +1043,196 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 	return CS_OK;
 }
 
+cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr,
+		       size_t errstr_size)
+{
+	cs_err_t err = CS_OK;
+	bool queue_empty = false; /* the last poll found no message waiting */
+
+	w->stop = stop;
+	w->stats_at_ms = now_ms();
+	while (!*stop && err != CS_ERR_FATAL && !w->fatal) {
+		int timeout = 100;
+		rd_kafka_message_t *rkm;
+		bool acted = false;
+
+		err = housekeeping(w);
+		if (err == CS_OK)
+			err = write_turn(w, queue_empty, &timeout, &acted);
+		if (err == CS_ERR_FATAL || acted) {
+			queue_empty = false;
+			continue;
+		}
+		rkm = cs_consumer_poll(w->cons, timeout);
+		queue_empty = rkm == NULL;
+		if (rkm != NULL)
+			err = handle(w, rkm);
+		if (w->replay != NULL) {
+			replay_progress(w, false);
+			if (cs_replay_done(w->replay))
+				break; /* finish() writes the rest */
+		}
+	}
+	if (err == CS_ERR_FATAL || w->fatal) {
+		snprintf(errstr, errstr_size, "%s", w->errstr);
+		return CS_ERR_FATAL;
+	}
+	return finish(w, errstr, errstr_size);
+}
+
+/* Connect a writer at start-up: a PostgreSQL that cannot be reached yet is waited for (the
+ * loop connects again), a table that does not match its spec stops the worker.
+ * @returns CS_OK, or CS_ERR_FATAL with errstr. */
+static cs_err_t connect_at_start(cs_worker_t *w, cs_writer_t *writer, char *errstr,
+				 size_t errstr_size)
+{
+	cs_err_t err = cs_writer_connect(writer, errstr, errstr_size);
+
+	if (err == CS_ERR_RETRIABLE) {
+		cs_log_fields(CS_LOG_WARNING, "PostgreSQL not reachable yet: waiting for it",
+			      "error", errstr, NULL);
+		w->stats.pg_ok = false;
+		return CS_OK;
+	}
+	return err;
+}
+
+/* Create lane i: batches, decoder, writer (connected if PostgreSQL answers), thread.
+ * @returns CS_OK, or CS_ERR_FATAL with errstr. */
+static cs_err_t lane_init(cs_worker_t *w, int i, const cs_decode_limits_t *limits,
+			  const char *group, char *errstr, size_t errstr_size)
+{
+	cs_config_t *cfg = w->cfg;
+	lane_t *l = &w->lanes[i];
+
+	l->w = w;
+	l->index = i;
+	l->fill_tally = &l->tallies[0];
+	l->flight_tally = &l->tallies[1];
+	l->dec2 = cs_decoder_new(limits);
+	l->batch = cs_batch_new(cfg->tables, cfg->ntables);
+	l->inflight = cs_batch_new(cfg->tables, cfg->ntables);
+	/* a replay stores no offsets: the live group's stay as they are */
+	l->writer = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables,
+				  cfg->ntables, w->ropts != NULL ? "" : group);
+	if (l->dec2 == NULL || l->batch == NULL || l->inflight == NULL || l->writer == NULL) {
+		snprintf(errstr, errstr_size, "out of memory");
+		return CS_ERR_FATAL;
+	}
+	/* auto: twice a batch's COPY bytes (staging rows are a little larger), at most 1 GB */
+	cs_writer_set_temp_buffers(l->writer, cfg->pg_temp_buffers_mb >= 0
+						      ? cfg->pg_temp_buffers_mb * 1024
+					      : 2 * w->lane_max_bytes > 1073741824
+						      ? 1048576
+						      : 2 * w->lane_max_bytes / 1024);
+	cs_writer_set_direct(l->writer, cfg->pg_direct_copy == NULL ||
+						strcmp(cfg->pg_direct_copy, "off") != 0);
+	/* with several lanes, rows are merged in key order: two transactions that meet the same
+	 * keys then wait for each other instead of deadlocking */
+	cs_writer_set_key_order(l->writer, w->nlanes > 1);
+	if (connect_at_start(w, l->writer, errstr, errstr_size) != CS_OK)
+		return CS_ERR_FATAL;
+	l->wt = cs_wthread_new(l->writer, reject_row, l);
+	if (l->wt == NULL) {
+		snprintf(errstr, errstr_size, "could not start the writer thread");
+		return CS_ERR_FATAL;
+	}
+	return CS_OK;
+}
+
+/* The test build's fault injection, from the environment (the shipped binary has none). */
+static void test_hooks(cs_worker_t *w)
+{
+#ifdef COPYSINK_TEST_HOOKS
+	if (getenv("COPYSINK_TEST_KILL_AFTER_COMMITS") != NULL)
+		w->kill_after_commits = strtol(getenv("COPYSINK_TEST_KILL_AFTER_COMMITS"), NULL, 10);
+	if (getenv("COPYSINK_TEST_STALL_BEFORE_WRITE_MS") != NULL)
+		w->stall_before_write_ms =
+			strtol(getenv("COPYSINK_TEST_STALL_BEFORE_WRITE_MS"), NULL, 10);
+#else
+	(void)w;
+#endif
+}
+
+cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
+			   const cs_replay_opts_t *replay, cs_err_t *err, char *errstr,
+			   size_t errstr_size)
+{
+	cs_worker_t *w = calloc(1, sizeof(*w));
+	cs_decode_limits_t limits;
+	char group[256];
+
+	*err = CS_ERR_FATAL;
+	if (w == NULL) {
+		snprintf(errstr, errstr_size, "out of memory");
+		return NULL;
+	}
+	w->cfg = cfg;
+	w->shared = shared;
+	w->ropts = replay;
+	w->lookup_backoff_ms = cfg->retry_backoff_ms;
+	w->stats.pg_ok = true;
+	w->stats.kafka_ok = true;
+	/* the retry backoff's jitter: workers restarted together must not retry in step */
+	srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
+	test_hooks(w);
+	group[0] = '\0';
+	for (int i = 0; i < cfg->nkafka; i++)
+		if (strcmp(cfg->kafka[i].key, "group.id") == 0)
+			snprintf(group, sizeof(group), "%s", cfg->kafka[i].value);
+	cs_decode_limits_default(&limits);
+	limits.max_message_bytes = (size_t)cfg->max_message_bytes;
+	w->dec = cs_decoder_new(&limits);
+	w->nlanes = cfg->pg_writers > 1 ? (int)cfg->pg_writers : 1;
+	w->lanes = calloc((size_t)w->nlanes, sizeof(*w->lanes));
+	w->ctl = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables, cfg->ntables,
+			       replay != NULL ? "" : group);
+	if (w->dec == NULL || w->lanes == NULL || w->ctl == NULL) {
+		snprintf(errstr, errstr_size, "out of memory");
+		goto fail;
+	}
+	/* the memory cap (3 x max_bytes + 32 MB) holds whatever the number of lanes: they share
+	 * max_bytes (at least 1 MiB each) */
+	w->lane_max_bytes = cfg->batch_max_bytes / w->nlanes;
+	if (w->lane_max_bytes < 1048576)
+		w->lane_max_bytes = 1048576;
+	w->write_when_idle = cfg->batch_write_when_idle == NULL ||
+			     strcmp(cfg->batch_write_when_idle, "off") != 0;
+	if (connect_at_start(w, w->ctl, errstr, errstr_size) != CS_OK)
+		goto fail;
+	for (int i = 0; i < w->nlanes; i++)
+		if (lane_init(w, i, &limits, group, errstr, errstr_size) != CS_OK)
+			goto fail;
+	w->dlq = cs_dlq_new(cfg, errstr, errstr_size);
+	if (w->dlq == NULL)
+		goto fail;
+	w->cons = cs_consumer_new(cfg, replay, w->nlanes, &w->stats, errstr, errstr_size);
+	if (w->cons == NULL)
+		goto fail;
+	w->rk = cs_consumer_rk(w->cons);
+	if (replay != NULL) {
+		w->replay = cs_replay_start(w->rk, cfg, replay, errstr, errstr_size);
+		if (w->replay == NULL)
+			goto fail;
+		if (cs_consumer_track_assignment(w->cons) != 0) {
+			snprintf(errstr, errstr_size, "out of memory");
+			goto fail;
+		}
+	}
+	w->health_at_ms = now_ms();
+	*err = CS_OK;
+	return w;
+fail:
+	cs_worker_destroy(w);
+	return NULL;
+}
+
 void cs_worker_destroy(cs_worker_t *w)
 {
 	if (w == NULL)
 		return;
-	cs_fetchwake_destroy(w->fw); /* before the consumer it queries */
-	if (w->rk != NULL) {
-		/* leaving the group revokes the partitions; the batch is empty or dropped by now */
-		rd_kafka_consumer_close(w->rk);
-		rd_kafka_destroy(w->rk);
-	}
+	/* leaving the group revokes the partitions; the batches are empty or dropped by now */
+	cs_consumer_destroy(w->cons);
 	for (int i = 0; w->lanes != NULL && i < w->nlanes; i++) {
 		lane_t *l = &w->lanes[i];
 
@@ -1258,9 +1244,9 @@ void cs_worker_destroy(cs_worker_t *w)
 		free(l->expected);
 	}
 	free(w->lanes);
+	cs_writer_destroy(w->ctl);
 	cs_replay_destroy(w->replay);
 	cs_dlq_destroy(w->dlq);
 	cs_decoder_destroy(w->dec);
-	free(w->parts);
 	free(w);
 }

@@ -62,7 +62,7 @@ struct cs_writer {
 	bool direct;      /* try the direct path (try_direct) */
 	bool key_order;   /* merge rows in key order (cs_writer_set_key_order) */
 	int64_t temp_buffers_kb; /* SET temp_buffers at connect; 0 = the server's */
-	char offsets_arrays[4][SQL_MAX]; /* store_offsets(): its array parameters */
+	char offsets_arrays[5][SQL_MAX]; /* store_offsets(): its array parameters */
 	/* the SQLSTATE and message of the last failed statement */
 	char sqlstate[6];
 	char message[1024];
@@ -761,30 +761,32 @@ static int add_elem(char *buf, size_t *len, bool first, const char *fmt, ...)
 	return 0;
 }
 
+/* The fence: a partition's offset moves only from the offset this worker expects to find
+ * stored, and only when the batch starts at that offset (no entry written twice or skipped). */
 static const char offsets_sql[] =
-	"WITH v AS (SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[]) "
-	"AS v(topic, partition, next_offset, expected)) "
+	"WITH v AS (SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[], "
+	"$6::bigint[]) AS v(topic, partition, next_offset, expected, start_offset)) "
 	"INSERT INTO " CS_OFFSETS_TABLE " AS o (group_id, topic, partition, next_offset) "
 	"SELECT $1, topic, partition, next_offset FROM v "
 	"ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
 	"next_offset = EXCLUDED.next_offset, updated_at = now() "
-	"WHERE o.next_offset = (SELECT expected FROM v WHERE v.topic = EXCLUDED.topic "
-	"AND v.partition = EXCLUDED.partition) RETURNING 1";
+	"WHERE o.next_offset = (SELECT v.expected FROM v WHERE v.topic = EXCLUDED.topic "
+	"AND v.partition = EXCLUDED.partition AND v.start_offset = v.expected) RETURNING 1";
 
 /* Store the next offset of every partition of the batch, fenced by the expected offsets. */
 static cs_err_t store_offsets(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 			      char *errstr, size_t errstr_size)
 {
 	char (*arr)[SQL_MAX] = w->offsets_arrays; /* the writer's own: writers run side by side */
-	size_t len[4] = {0, 0, 0, 0};
-	const char *params[5] = {w->group_id, arr[0], arr[1], arr[2], arr[3]};
+	size_t len[5] = {0, 0, 0, 0, 0};
+	const char *params[6] = {w->group_id, arr[0], arr[1], arr[2], arr[3], arr[4]};
 	const cs_batch_part_t *parts;
 	int nparts, n = 0;
 	PGresult *res;
 	cs_err_t err = CS_OK;
 
 	parts = cs_batch_parts(b, &nparts);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		arr[i][len[i]++] = '{';
 	for (int i = 0; i < nparts; i++) {
 		if (parts[i].partition < 0)
@@ -794,7 +796,8 @@ static cs_err_t store_offsets(cs_writer_t *w, cs_batch_t *b, const int64_t *expe
 		    add_elem(arr[2], &len[2], n == 0, "%lld", (long long)parts[i].next_offset) != 0 ||
 		    (expected[i] < 0 ? add_elem(arr[3], &len[3], n == 0, "NULL")
 				     : add_elem(arr[3], &len[3], n == 0, "%lld",
-						(long long)expected[i])) != 0) {
+						(long long)expected[i])) != 0 ||
+		    add_elem(arr[4], &len[4], n == 0, "%lld", (long long)parts[i].start_offset) != 0) {
 			snprintf(errstr, errstr_size, "too many partitions in one batch");
 			return CS_ERR_FATAL;
 		}
@@ -802,10 +805,10 @@ static cs_err_t store_offsets(cs_writer_t *w, cs_batch_t *b, const int64_t *expe
 	}
 	if (n == 0)
 		return CS_OK;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (add(arr[i], &len[i], "}") != 0)
 			return CS_ERR_FATAL;
-	res = PQexecParams(w->conn, offsets_sql, 5, NULL, params, NULL, NULL, 0);
+	res = PQexecParams(w->conn, offsets_sql, 6, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		err = note_error(w, res);
 		snprintf(errstr, errstr_size, "could not store offsets: %s", w->message);
@@ -813,11 +816,34 @@ static cs_err_t store_offsets(cs_writer_t *w, cs_batch_t *b, const int64_t *expe
 		err = CS_ERR_FENCED;
 		snprintf(errstr, errstr_size,
 			 "stored offsets of %d partition(s) moved since this worker read them: "
-			 "another worker owns them now",
+			 "another worker owns them now, or the batch does not start at them",
 			 n - PQntuples(res));
 	}
 	PQclear(res);
 	return err;
+}
+
+/* CS_ERR_FENCED with errstr when a partition of the batch does not start at the offset
+ * expected to be stored (the fence in offsets_sql would refuse it after the whole write). */
+static cs_err_t check_starts(const cs_writer_t *w, const cs_batch_t *b, const int64_t *expected,
+			     char *errstr, size_t errstr_size)
+{
+	const cs_batch_part_t *parts;
+	int nparts;
+
+	if (w->group_id[0] == '\0')
+		return CS_OK; /* a replay stores no offsets */
+	parts = cs_batch_parts(b, &nparts);
+	for (int i = 0; i < nparts; i++)
+		if (parts[i].partition >= 0 && expected[i] >= 0 &&
+		    parts[i].start_offset != expected[i]) {
+			snprintf(errstr, errstr_size, "batch of \"%s\" [%d] starts at offset %lld, "
+				 "not at the stored offset %lld", parts[i].topic,
+				 (int)parts[i].partition, (long long)parts[i].start_offset,
+				 (long long)expected[i]);
+			return CS_ERR_FENCED;
+		}
+	return CS_OK;
 }
 
 cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
@@ -827,6 +853,9 @@ cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 	cs_err_t err;
 
 	memset(w->stats, 0, (size_t)w->nspecs * sizeof(*w->stats));
+	err = check_starts(w, b, expected, errstr, errstr_size);
+	if (err != CS_OK)
+		return err;
 	err = cs_writer_connect(w, errstr, errstr_size);
 	if (err != CS_OK)
 		return err;

@@ -56,6 +56,8 @@ typedef struct cs_batch_part {
 	char topic[CS_MAX_TOPIC];
 	int32_t partition;
 	int64_t first_offset; /* lowest offset the batch holds for this partition */
+	int64_t start_offset; /* the offset the batch covers the partition from: first_offset,
+			       * or lower when the log has a gap before it (cs_batch_cover_from) */
 	int64_t next_offset;  /* highest offset seen + 1 */
 } cs_batch_part_t;
 
@@ -88,6 +90,12 @@ cs_buf_t *cs_batch_keys(cs_batch_t *b);
 CS_MUSTCHECK int cs_batch_add_message(cs_batch_t *b, const char *topic, int32_t partition,
 				      int64_t offset, const void *key, size_t key_len,
 				      const void *value, size_t value_len, bool keep);
+
+/* The batch covers partition `part` (an index from cs_batch_add_message) from offset `from`
+ * (not above its first message): the consumer's position before a gap in the log, such as
+ * compacted records or transaction markers. The writer's offsets fence requires the batch to
+ * start at the stored offset. */
+void cs_batch_cover_from(cs_batch_t *b, int part, int64_t from);
 
 /* The key and value kept for a row's message (see cs_batch_add_message). */
 void cs_batch_row_message(const cs_batch_t *b, const cs_batch_row_t *row, const void **key,

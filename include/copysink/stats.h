@@ -40,6 +40,8 @@ typedef struct cs_stats {
 	uint64_t unknown_fields;
 	uint64_t retries;         /* batch writes retried after an infrastructure error */
 	uint64_t fenced;          /* batches dropped because another worker owned a partition */
+	uint64_t stale_skipped;   /* messages delivered again below their partition's position */
+	uint64_t position_rewinds; /* partitions sought back after their position jumped ahead */
 	struct {
 		char sqlstate[6];
 		uint64_t count;

@@ -163,6 +163,11 @@ def kafka(kafka_bootstrap):
     return Kafka(kafka_bootstrap)
 
 
+# the harness's own COPYSINK_TEST_* variables (servers), not fault injection
+_SERVER_VARS = {"COPYSINK_TEST_PG_CONNINFO", "COPYSINK_TEST_KAFKA", "COPYSINK_TEST_PG_DIR",
+                "COPYSINK_TEST_KAFKA_DIR"}
+
+
 class Worker:
     """copysink run as a child process, its log kept in a file."""
 
@@ -173,11 +178,16 @@ class Worker:
         self.proc = None
 
     def start(self, *extra, env=None):
-        """env: more environment variables for this worker only."""
+        """env: more environment variables for this worker only. A worker given a
+        COPYSINK_TEST_* fault-injection variable runs the test build of the binary
+        (COPYSINK_TESTHOOKS_BIN): the shipped one has no such hooks."""
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "run", "-c", self.config, *extra],
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+        env = {**os.environ, **(env or {})}
+        binary = self.binary
+        if any(k.startswith("COPYSINK_TEST_") and k not in _SERVER_VARS for k in env):
+            binary = _required_env("COPYSINK_TESTHOOKS_BIN")
+        self.proc = subprocess.Popen([binary, "run", "-c", self.config, *extra],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
         return self
 
     def stop(self, timeout=60):
