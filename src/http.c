@@ -64,6 +64,11 @@ static int render_counters(const cs_stats_t *st, const cs_tablespec_t *specs, in
 	for (int t = 0; t < nspecs && t < CS_STATS_MAX_TABLES; t++)
 		rc |= put(out, "copysink_rows_merged_total{table=\"%s\"} %llu\n", specs[t].name,
 			  (unsigned long long)st->rows_merged[t]);
+	rc |= head(out, "copysink_rows_deleted_total", "counter",
+		   "Rows deleted by tombstones per table");
+	for (int t = 0; t < nspecs && t < CS_STATS_MAX_TABLES; t++)
+		rc |= put(out, "copysink_rows_deleted_total{table=\"%s\"} %llu\n", specs[t].name,
+			  (unsigned long long)st->rows_deleted[t]);
 	rc |= head(out, "copysink_dead_letters_total", "counter", "Entries dead-lettered by reason");
 	for (int r = 1; r < CS_REASON__COUNT; r++)
 		rc |= put(out, "copysink_dead_letters_total{reason=\"%s\"} %llu\n",

@@ -53,6 +53,28 @@ static int sql_add(char *sql, size_t *len, const char *fmt, ...)
 	return 0;
 }
 
+void cs_schema_error_text(const PGconn *conn, const PGresult *res, char *out, size_t size)
+{
+	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+	if (msg == NULL || msg[0] == '\0') {
+		const char *colon;
+
+		msg = res ? PQresultErrorMessage(res) : "";
+		if (msg[0] == '\0')
+			msg = conn ? PQerrorMessage(conn) : "";
+		/* libpq's formatted text: "FATAL:  why\n..." or "why\n\tThis probably means ..." */
+		colon = strstr(msg, ":  ");
+		if (colon != NULL && colon < msg + strcspn(msg, "\n"))
+			msg = colon + 3;
+	}
+	snprintf(out, size, "%.*s", (int)strcspn(msg, "\n"), msg);
+	if (out[0] == '\0')
+		snprintf(out, size, "%s",
+			 PQstatus(conn) != CONNECTION_OK ? "connection to PostgreSQL lost"
+							 : "no error message");
+}
+
 /* Run a command; @returns 0, or -1 with the server's message in errstr. */
 static int exec_ok(PGconn *conn, const char *sql, char *errstr, size_t errstr_size)
 {
@@ -339,8 +361,10 @@ static int check_key(PGconn *conn, const cs_tablespec_t *spec, const char *table
 	keys[len] = '\0';
 	res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		char why[512];
+		cs_schema_error_text(conn, res, why, sizeof(why));
 		snprintf(errstr, errstr_size, "could not read the indexes of table \"%s\": %s", table,
-			 PQresultErrorMessage(res));
+			 why);
 		rc = -1;
 	} else if (PQntuples(res) == 0) {
 		char shown[sizeof(keys)];
@@ -371,8 +395,10 @@ int cs_schema_resolve(PGconn *conn, cs_tablespec_t *spec, cs_table_shape_t *shap
 	snprintf(plain, sizeof(plain), "%s.%s", spec->schema, spec->name);
 	res = PQexecParams(conn, columns_sql, 1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		char why[512];
+		cs_schema_error_text(conn, res, why, sizeof(why));
 		snprintf(errstr, errstr_size, "could not read table \"%s\" from the catalog: %s",
-			 plain, PQresultErrorMessage(res));
+			 plain, why);
 		goto fail;
 	}
 	if (PQntuples(res) == 0) {
@@ -413,8 +439,10 @@ int cs_schema_check_offsets(PGconn *conn, char *errstr, size_t errstr_size)
 	int rc = 0;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		char why[512];
+		cs_schema_error_text(conn, res, why, sizeof(why));
 		snprintf(errstr, errstr_size, "could not check table \"%s\": %s", CS_OFFSETS_TABLE,
-			 PQresultErrorMessage(res));
+			 why);
 		rc = -1;
 	} else if (PQgetvalue(res, 0, 0)[0] != 't') {
 		snprintf(errstr, errstr_size,

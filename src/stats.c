@@ -96,33 +96,47 @@ void cs_stats_partition_remove(cs_stats_t *st, const char *topic, int32_t partit
 	}
 }
 
+/* Write "name=n,..." of the per-table counter `cur` - `prev` into out; @returns the sum. */
+static uint64_t per_table(const uint64_t *cur, const uint64_t *prev, const cs_tablespec_t *specs,
+			  int nspecs, char *out, size_t size)
+{
+	uint64_t sum = 0;
+	size_t off = 0;
+
+	out[0] = '\0';
+	for (int t = 0; t < nspecs && t < CS_STATS_MAX_TABLES; t++) {
+		uint64_t n = cur[t] - prev[t];
+		sum += n;
+		if (off < size)
+			off += (size_t)snprintf(out + off, size - off, "%s%s=%llu", t ? "," : "",
+						specs[t].name, (unsigned long long)n);
+	}
+	return sum;
+}
+
 void cs_stats_log(const cs_stats_t *cur, cs_stats_t *prev, double secs,
 		  const cs_tablespec_t *specs, int nspecs)
 {
-	char rows[32], rate[32], batches[32], dead[32], retries[32], held[32], tables[512];
-	uint64_t r = 0, d = 0;
-	size_t off = 0;
+	char rows[32], rate[32], deleted[32], batches[32], dead[32], retries[32], held[32];
+	char tables[512], tables_deleted[512];
+	uint64_t r, del, d = 0;
 
-	tables[0] = '\0';
-	for (int t = 0; t < nspecs && t < CS_STATS_MAX_TABLES; t++) {
-		uint64_t n = cur->rows_written[t] - prev->rows_written[t];
-		r += n;
-		if (off < sizeof(tables))
-			off += (size_t)snprintf(tables + off, sizeof(tables) - off, "%s%s=%llu",
-						t ? "," : "", specs[t].name, (unsigned long long)n);
-	}
+	r = per_table(cur->rows_written, prev->rows_written, specs, nspecs, tables, sizeof(tables));
+	del = per_table(cur->rows_deleted, prev->rows_deleted, specs, nspecs, tables_deleted,
+			sizeof(tables_deleted));
 	for (int i = 0; i < CS_REASON__COUNT; i++)
 		d += cur->dead_letters[i] - prev->dead_letters[i];
 	snprintf(rows, sizeof(rows), "%llu", (unsigned long long)r);
 	snprintf(rate, sizeof(rate), "%.0f", secs > 0 ? (double)r / secs : 0.0);
+	snprintf(deleted, sizeof(deleted), "%llu", (unsigned long long)del);
 	snprintf(batches, sizeof(batches), "%llu",
 		 (unsigned long long)(cur->batches - prev->batches));
 	snprintf(dead, sizeof(dead), "%llu", (unsigned long long)d);
 	snprintf(retries, sizeof(retries), "%llu",
 		 (unsigned long long)(cur->retries - prev->retries));
 	snprintf(held, sizeof(held), "%llu", (unsigned long long)cur->bytes_held);
-	cs_log_fields(CS_LOG_INFO, "stats", "rows", rows, "rows_per_s", rate, "batches", batches,
-		      "dead_letters", dead, "retries", retries, "bytes_held", held, "tables",
-		      tables, NULL);
+	cs_log_fields(CS_LOG_INFO, "stats", "rows", rows, "rows_per_s", rate, "deleted", deleted,
+		      "batches", batches, "dead_letters", dead, "retries", retries, "bytes_held",
+		      held, "tables", tables, "tables_deleted", tables_deleted, NULL);
 	memcpy(prev, cur, sizeof(*prev));
 }

@@ -470,6 +470,7 @@ static void log_batch(lane_t *l, int64_t ms)
 		if (t < CS_STATS_MAX_TABLES) {
 			w->stats.rows_written[t] += ts->rows;
 			w->stats.rows_merged[t] += ts->merged;
+			w->stats.rows_deleted[t] += ts->deleted;
 		}
 		if (off < sizeof(tables))
 			off += (size_t)snprintf(tables + off, sizeof(tables) - off,
@@ -800,18 +801,22 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 }
 
 /* /readyz: while no batch commits, ask PostgreSQL for a round trip every HEALTH_EVERY_MS on
- * the loop's connection, so an outage shows within that even when idle. */
+ * the loop's connection (cs_writer_ping: bounded, it cannot stall the loop), so an outage
+ * shows within that even when idle. A ping that finds a table changed against its spec is
+ * reported by the next write, which stops the worker. */
 static void check_health(cs_worker_t *w)
 {
-	int64_t stored;
-	bool was_ok;
+	char why[ERRSTR];
+	bool was_ok = w->stats.pg_ok;
 
 	if (now_ms() - w->health_at_ms < HEALTH_EVERY_MS)
 		return;
-	was_ok = w->stats.pg_ok;
+	w->stats.pg_ok = cs_writer_ping(w->ctl, why, sizeof(why)) == CS_OK;
 	w->health_at_ms = now_ms(); /* also after a failure: at most one try per period */
-	if (read_stored(w, "", -1, &stored) != CS_OK && was_ok)
-		cs_log_fields(CS_LOG_WARNING, "PostgreSQL does not answer", "error", w->errstr, NULL);
+	if (!w->stats.pg_ok && was_ok)
+		cs_log_fields(CS_LOG_WARNING, "PostgreSQL does not answer", "error", why, NULL);
+	else if (w->stats.pg_ok && !was_ok)
+		cs_info("PostgreSQL answers again");
 }
 
 /* True when the lane's batch must be written now. */

@@ -3,17 +3,22 @@
  */
 #include "copysink/writer.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "copysink/log.h"
 #include "copysink/schema.h"
 
 #define SQL_MAX 16384
 #define COPY_CHUNK (256 * 1024) /* bytes per PQputCopyData call */
+#define PING_TIMEOUT_MS 2000    /* cs_writer_ping: the longest wait for an answer */
+#define PING_CONNECT_TIMEOUT "2" /* its connect_timeout (s) unless the conninfo sets one */
 
 /*
  * The statements of one table, built once per connection from its spec and the catalog.
@@ -146,21 +151,24 @@ cs_err_t cs_writer_classify(const char *sqlstate)
 }
 
 /* Remember the error of `res` (or of the connection) and return its class. A broken
- * connection is always retriable, whatever the result says. */
+ * connection is always retriable, whatever the result says. The message is never empty. */
 static cs_err_t note_error(cs_writer_t *w, PGresult *res)
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-	char *nl;
 
 	snprintf(w->sqlstate, sizeof(w->sqlstate), "%s", state ? state : "");
-	snprintf(w->message, sizeof(w->message), "%s", msg ? msg : PQerrorMessage(w->conn));
-	nl = strchr(w->message, '\n');
-	if (nl != NULL)
-		*nl = '\0';
+	cs_schema_error_text(w->conn, res, w->message, sizeof(w->message));
 	if (PQstatus(w->conn) != CONNECTION_OK)
 		return CS_ERR_RETRIABLE;
 	return cs_writer_classify(state);
+}
+
+/* Remember an error of the writer's own (no statement failed) and return `err`. */
+static cs_err_t own_error(cs_writer_t *w, cs_err_t err, const char *message)
+{
+	w->sqlstate[0] = '\0';
+	snprintf(w->message, sizeof(w->message), "%s", message);
+	return err;
 }
 
 /* Run a command expecting COMMAND_OK or TUPLES_OK; on success *out gets the result when
@@ -388,7 +396,7 @@ static cs_err_t create_staging(cs_writer_t *w, int t)
 		", 0::integer AS copysink_partition, 0::bigint AS copysink_offset, "
 		"0::smallint AS copysink_op, false AS copysink_collapsed FROM %s.%s WITH NO DATA",
 		schema, name) != 0)
-		return CS_ERR_FATAL;
+		return own_error(w, CS_ERR_FATAL, "statement too long");
 	return run(w, sql, NULL);
 }
 
@@ -419,26 +427,40 @@ static cs_err_t prepare_tables(cs_writer_t *w, char *errstr, size_t errstr_size)
 	return CS_OK;
 }
 
-cs_err_t cs_writer_connect(cs_writer_t *w, char *errstr, size_t errstr_size)
+/* Open the connection: with the conninfo as it is, or with `connect_timeout` (seconds) as a
+ * default that the conninfo overrides (libpq applies the keywords in order, and the conninfo
+ * expands in the place of dbname). */
+static PGconn *open_conn(const cs_writer_t *w, const char *connect_timeout)
+{
+	const char *const keys[] = {"connect_timeout", "dbname", NULL};
+	const char *const values[] = {connect_timeout, w->conninfo, NULL};
+
+	if (connect_timeout == NULL)
+		return PQconnectdb(w->conninfo);
+	return PQconnectdbParams(keys, values, 1);
+}
+
+/* cs_writer_connect, with a default connect_timeout (NULL: libpq's). */
+static cs_err_t connect_with(cs_writer_t *w, const char *connect_timeout, char *errstr,
+			     size_t errstr_size)
 {
 	cs_err_t err;
-	char *nl;
 
 	if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK)
 		return CS_OK;
 	cs_writer_disconnect(w);
-	w->conn = PQconnectdb(w->conninfo);
+	w->conn = open_conn(w, connect_timeout);
 	if (w->conn == NULL) {
 		snprintf(errstr, errstr_size, "could not connect to PostgreSQL: out of memory");
 		return CS_ERR_RETRIABLE;
 	}
 	if (PQstatus(w->conn) != CONNECTION_OK) {
+		char why[512];
+
+		cs_schema_error_text(w->conn, NULL, why, sizeof(why));
 		snprintf(errstr, errstr_size, "could not connect to PostgreSQL at \"%s:%s\": %s",
 			 PQhost(w->conn) ? PQhost(w->conn) : "", PQport(w->conn) ? PQport(w->conn) : "",
-			 PQerrorMessage(w->conn));
-		nl = strchr(errstr, '\n');
-		if (nl != NULL)
-			*nl = '\0';
+			 why);
 		cs_writer_disconnect(w);
 		return CS_ERR_RETRIABLE;
 	}
@@ -461,6 +483,118 @@ cs_err_t cs_writer_connect(cs_writer_t *w, char *errstr, size_t errstr_size)
 	return err;
 }
 
+cs_err_t cs_writer_connect(cs_writer_t *w, char *errstr, size_t errstr_size)
+{
+	return connect_with(w, NULL, errstr, errstr_size);
+}
+
+/* Monotonic milliseconds. */
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait until the next result of the query sent can be read without blocking.
+ * @returns 1 when it can, 0 when `deadline` passed first, -1 when the connection failed (the
+ * cause noted). */
+static int wait_result(cs_writer_t *w, int64_t deadline)
+{
+	for (;;) {
+		int flush = PQflush(w->conn), n;
+		struct pollfd pfd = {PQsocket(w->conn), POLLIN, 0};
+		int64_t left;
+
+		if (flush < 0)
+			return (void)note_error(w, NULL), -1;
+		if (flush == 0 && !PQisBusy(w->conn))
+			return 1;
+		left = deadline - mono_ms();
+		if (left <= 0)
+			return 0;
+		if (flush > 0)
+			pfd.events |= POLLOUT;
+		n = poll(&pfd, 1, (int)left);
+		if (n < 0 && errno != EINTR)
+			return (void)own_error(w, CS_ERR_RETRIABLE, strerror(errno)), -1;
+		if (n > 0 && (pfd.revents & (POLLIN | POLLERR | POLLHUP)) != 0 &&
+		    PQconsumeInput(w->conn) != 1)
+			return (void)note_error(w, NULL), -1;
+	}
+}
+
+/*
+ * "SELECT 1" on the open connection, answered within PING_TIMEOUT_MS or given up.
+ *
+ * Only a deadline on the client side bounds the wait when the server is gone or hung: a
+ * statement_timeout runs on the server, TCP keepalives notice a dead peer only after
+ * keepalives_idle + keepalives_count * keepalives_interval (the kernel's 2 h by default),
+ * and tcp_user_timeout only once data is unacknowledged, both as the conninfo sets them. So
+ * the query is sent in non-blocking mode (the send cannot block either) and poll() waits on
+ * the socket. After a timeout the connection is left in non-blocking mode, so that PQfinish's
+ * goodbye cannot block either.
+ * @returns CS_OK, or CS_ERR_RETRIABLE with the cause in w->message; *timed_out tells a server
+ * that did not answer from one that failed or closed the connection.
+ */
+static cs_err_t round_trip(cs_writer_t *w, bool *timed_out)
+{
+	int64_t deadline = mono_ms() + PING_TIMEOUT_MS;
+	cs_err_t err = CS_OK;
+	PGresult *res;
+	int ready = -1;
+
+	*timed_out = false;
+	if (PQsetnonblocking(w->conn, 1) != 0 || PQsendQuery(w->conn, "SELECT 1") != 1) {
+		(void)note_error(w, NULL);
+		err = CS_ERR_RETRIABLE;
+	} else {
+		while ((ready = wait_result(w, deadline)) == 1 &&
+		       (res = PQgetResult(w->conn)) != NULL) {
+			if (PQresultStatus(res) != PGRES_TUPLES_OK && err == CS_OK) {
+				(void)note_error(w, res);
+				err = CS_ERR_RETRIABLE;
+			}
+			PQclear(res);
+		}
+		if (ready == 0) {
+			*timed_out = true;
+			return own_error(w, CS_ERR_RETRIABLE, "timeout");
+		}
+		if (ready < 0)
+			err = CS_ERR_RETRIABLE;
+	}
+	if (PQsetnonblocking(w->conn, 0) != 0 && err == CS_OK) {
+		(void)note_error(w, NULL);
+		err = CS_ERR_RETRIABLE;
+	}
+	return err;
+}
+
+cs_err_t cs_writer_ping(cs_writer_t *w, char *errstr, size_t errstr_size)
+{
+	bool timed_out;
+
+	if (w->conn == NULL || PQstatus(w->conn) != CONNECTION_OK)
+		return connect_with(w, PING_CONNECT_TIMEOUT, errstr, errstr_size);
+	if (round_trip(w, &timed_out) == CS_OK)
+		return CS_OK;
+	if (timed_out) {
+		snprintf(errstr, errstr_size, "PostgreSQL at \"%s:%s\" did not answer within %d ms",
+			 PQhost(w->conn) ? PQhost(w->conn) : "", PQport(w->conn) ? PQport(w->conn) : "",
+			 PING_TIMEOUT_MS);
+		cs_writer_disconnect(w);
+		return CS_ERR_RETRIABLE;
+	}
+	/* the server closed the connection (a restart, pg_terminate_backend, an idle timeout): a
+	 * new one tells whether PostgreSQL is there */
+	cs_log_fields(CS_LOG_INFO, "PostgreSQL connection lost while idle, reconnecting", "error",
+		      w->message, NULL);
+	cs_writer_disconnect(w);
+	return connect_with(w, PING_CONNECT_TIMEOUT, errstr, errstr_size);
+}
+
 cs_err_t cs_writer_stored_offset(cs_writer_t *w, const char *topic, int32_t partition,
 				 int64_t *next, char *errstr, size_t errstr_size)
 {
@@ -470,6 +604,9 @@ cs_err_t cs_writer_stored_offset(cs_writer_t *w, const char *topic, int32_t part
 	cs_err_t err = CS_OK;
 
 	*next = -1;
+	err = cs_writer_connect(w, errstr, errstr_size);
+	if (err != CS_OK)
+		return err;
 	snprintf(part, sizeof(part), "%d", (int)partition);
 	res = PQexecParams(w->conn,
 			   "SELECT next_offset FROM " CS_OFFSETS_TABLE
@@ -523,8 +660,8 @@ static int put_row(cs_buf_t *out, const cs_batch_t *b, const cs_batch_table_t *t
 		       : 0;
 }
 
-/* Run one statement of the merge (skipped when empty), counting the rows it touched. */
-static cs_err_t merge_step(cs_writer_t *w, int t, const char *sql)
+/* Run one statement of the merge (skipped when empty), adding the rows it touched to *rows. */
+static cs_err_t merge_step(cs_writer_t *w, const char *sql, uint64_t *rows)
 {
 	PGresult *res;
 	cs_err_t err;
@@ -534,7 +671,7 @@ static cs_err_t merge_step(cs_writer_t *w, int t, const char *sql)
 	res = PQexec(w->conn, sql);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		return (err = note_error(w, res)), PQclear(res), err;
-	w->stats[t].merged += strtoull(PQcmdTuples(res), NULL, 10);
+	*rows += strtoull(PQcmdTuples(res), NULL, 10);
 	PQclear(res);
 	return CS_OK;
 }
@@ -578,19 +715,19 @@ oom:
 	PQputCopyEnd(w->conn, "out of memory");
 	while ((res = PQgetResult(w->conn)) != NULL)
 		PQclear(res);
-	snprintf(w->message, sizeof(w->message), "out of memory");
-	w->sqlstate[0] = '\0';
-	return CS_ERR_FATAL;
+	return own_error(w, CS_ERR_FATAL, "out of memory");
 broken:
 	return note_error(w, NULL);
 }
 
 /* COPY the rows idx[0..n) of table t into its staging table and run the merge: the deletes
- * first (only when the rows hold any), then the inserts. */
+ * first (only when the rows hold any), then the inserts. The rows deleted and merged count
+ * only when every step succeeded: a failed attempt is rolled back by the caller. */
 static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n)
 {
 	const cs_batch_table_t *tab = cs_batch_table(b, t);
 	size_t deletes = 0, collapsed = 0;
+	uint64_t deleted = 0, merged = 0;
 	cs_err_t err;
 
 	for (size_t i = 0; i < n; i++) {
@@ -599,11 +736,15 @@ static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *i
 	}
 	err = copy_rows(w, b, t, idx, n, w->sql[t].copy, ROW_STAGE);
 	if (err == CS_OK && deletes > 0)
-		err = merge_step(w, t, w->sql[t].del);
+		err = merge_step(w, w->sql[t].del, &deleted);
 	if (err == CS_OK)
-		err = merge_step(w, t, w->sql[t].merge);
+		err = merge_step(w, w->sql[t].merge, &merged);
 	if (err == CS_OK && collapsed > 0)
-		err = merge_step(w, t, w->sql[t].merge_force);
+		err = merge_step(w, w->sql[t].merge_force, &merged);
+	if (err == CS_OK) {
+		w->stats[t].deleted += deleted;
+		w->stats[t].merged += merged;
+	}
 	return err;
 }
 
@@ -657,7 +798,8 @@ static cs_err_t bisect(cs_writer_t *w, cs_batch_t *b, int t, size_t *idx, size_t
 	if (n == 1) {
 		const cs_batch_row_t *r = &cs_batch_table(b, t)->rows[idx[0]];
 		if (reject(opaque, t, r, w->sqlstate, w->message) != 0)
-			return CS_ERR_RETRIABLE;
+			return own_error(w, CS_ERR_RETRIABLE,
+					 "the dead letter of a rejected row could not be queued");
 		w->stats[t].rejected++;
 		cs_batch_kill_row(b, t, idx[0]);
 		return CS_OK;
@@ -704,7 +846,7 @@ static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reje
 		return CS_OK;
 	idx = malloc(tab->live * sizeof(*idx));
 	if (idx == NULL)
-		return CS_ERR_FATAL;
+		return own_error(w, CS_ERR_FATAL, "out of memory");
 	for (size_t r = 0; r < tab->nrows; r++) {
 		if (tab->rows[r].live) {
 			idx[n++] = r;
@@ -721,7 +863,7 @@ static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reje
 		cs_log_fields(CS_LOG_WARNING, "rows rejected by PostgreSQL, isolating them",
 			      "table", w->specs[t].name, "sqlstate", w->sqlstate, "error",
 			      w->message, NULL);
-		w->stats[t].merged = 0;
+		w->stats[t].merged = w->stats[t].deleted = 0;
 		err = savepoint(w, "ROLLBACK TO SAVEPOINT copysink_table");
 		if (err == CS_OK)
 			err = bisect(w, b, t, idx, n, reject, opaque);
@@ -806,8 +948,10 @@ static cs_err_t store_offsets(cs_writer_t *w, cs_batch_t *b, const int64_t *expe
 	if (n == 0)
 		return CS_OK;
 	for (int i = 0; i < 5; i++)
-		if (add(arr[i], &len[i], "}") != 0)
+		if (add(arr[i], &len[i], "}") != 0) {
+			snprintf(errstr, errstr_size, "too many partitions in one batch");
 			return CS_ERR_FATAL;
+		}
 	res = PQexecParams(w->conn, offsets_sql, 6, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		err = note_error(w, res);
@@ -853,13 +997,19 @@ cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 	cs_err_t err;
 
 	memset(w->stats, 0, (size_t)w->nspecs * sizeof(*w->stats));
+	w->sqlstate[0] = w->message[0] = errstr[0] = '\0';
 	err = check_starts(w, b, expected, errstr, errstr_size);
 	if (err != CS_OK)
 		return err;
 	err = cs_writer_connect(w, errstr, errstr_size);
 	if (err != CS_OK)
 		return err;
+	/* the first statement on a connection the server closed meanwhile (restart,
+	 * pg_terminate_backend) is where libpq learns it */
 	err = run(w, "BEGIN", NULL);
+	if (err != CS_OK)
+		snprintf(errstr, errstr_size, "could not begin a transaction: %s%s%s", w->message,
+			 w->sqlstate[0] ? " SQLSTATE " : "", w->sqlstate);
 	for (int t = 0; t < w->nspecs && err == CS_OK; t++) {
 		err = write_table(w, b, t, reject, opaque);
 		if (err != CS_OK)
@@ -885,6 +1035,10 @@ cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 		if (PQstatus(w->conn) != CONNECTION_OK || strcmp(w->sqlstate, "25006") == 0)
 			cs_writer_disconnect(w);
 	}
+	if (err != CS_OK && errstr[0] == '\0') /* a path that named no cause */
+		snprintf(errstr, errstr_size, "could not write the batch: %s",
+			 w->message[0] ? w->message : w->conn == NULL ? "connection to PostgreSQL lost"
+								      : "unknown error");
 	return err;
 }
 

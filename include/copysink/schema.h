@@ -58,6 +58,14 @@ __attribute__((warn_unused_result)) int cs_schema_resolve(PGconn *conn, cs_table
 __attribute__((warn_unused_result)) int cs_schema_check_offsets(PGconn *conn, char *errstr,
 								size_t errstr_size);
 
+/*
+ * The cause of a failed statement on `conn` as one line into out: the server's primary message
+ * of `res`, else libpq's message without its severity prefix, else `connection to PostgreSQL
+ * lost` (the connection broke without a word) or `no error message` (it did not). `res` and
+ * `conn` may be NULL.
+ */
+void cs_schema_error_text(const PGconn *conn, const PGresult *res, char *out, size_t size);
+
 /* Send the server's notices on `conn` to the debug log instead of stderr. */
 void cs_schema_quiet_notices(PGconn *conn);
 

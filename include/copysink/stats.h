@@ -36,6 +36,7 @@ typedef struct cs_stats {
 	uint64_t batches;         /* batches committed */
 	uint64_t rows_written[CS_STATS_MAX_TABLES]; /* rows sent per table */
 	uint64_t rows_merged[CS_STATS_MAX_TABLES];  /* rows inserted or updated per table */
+	uint64_t rows_deleted[CS_STATS_MAX_TABLES]; /* rows deleted by tombstones per table */
 	uint64_t dead_letters[CS_REASON__COUNT];    /* per reason */
 	uint64_t unknown_fields;
 	uint64_t retries;         /* batch writes retried after an infrastructure error */

@@ -12,6 +12,9 @@
  * writer bisects the table's rows inside the transaction with savepoints until the bad rows are
  * isolated; those are reported through the reject callback and left out, and the rest commit.
  *
+ * Every call that fails fills its errstr with a message naming the cause, never an empty one
+ * (`connection to PostgreSQL lost` when the connection broke without a word).
+ *
  * Not thread-safe: one thread owns a writer.
  */
 #ifndef COPYSINK_WRITER_H
@@ -32,10 +35,13 @@ typedef struct cs_writer cs_writer_t;
 typedef int (*cs_writer_reject_fn)(void *opaque, int table, const cs_batch_row_t *row,
 				   const char *sqlstate, const char *message);
 
-/* Per-table figures of the last committed batch. */
+/* Per-table figures of the last committed batch. A key deleted and written again inside one
+ * batch (a tombstone, then an entry) counts in both `deleted` (when its row existed) and
+ * `merged`, as PostgreSQL deletes the row and inserts a new one. */
 typedef struct cs_writer_table_stats {
-	uint64_t rows;     /* rows sent with COPY */
-	uint64_t merged;   /* rows inserted or updated by the merge */
+	uint64_t rows;     /* rows sent with COPY (tombstones included) */
+	uint64_t merged;   /* rows inserted or updated, by the merge or the direct COPY */
+	uint64_t deleted;  /* rows deleted by tombstones (a tombstone of a missing key: none) */
 	uint64_t rejected; /* rows PostgreSQL rejected */
 	uint64_t bisect_writes; /* COPY-and-merge attempts of the bisection that isolated them */
 	uint64_t bytes;    /* COPY bytes sent */
@@ -92,7 +98,24 @@ __attribute__((warn_unused_result)) cs_err_t cs_writer_connect(cs_writer_t *w, c
 void cs_writer_disconnect(cs_writer_t *w);
 
 /*
- * Read the stored next offset of topic/partition for this group into *next (-1 when none).
+ * Check that PostgreSQL answers, for readiness while no batch is written: connect when not
+ * connected (a connect_timeout of 2 s unless the conninfo sets one), otherwise one round trip
+ * ("SELECT 1") that gives up after 2 s, dropping the connection. A connection the server
+ * closed (restart, pg_terminate_backend, an idle timeout) is replaced at once: the ping
+ * then reports whether the new one works.
+ * @returns CS_OK; CS_ERR_RETRIABLE when PostgreSQL is unreachable or did not answer in time;
+ *          CS_ERR_FATAL when reconnecting found a table that no longer matches its spec (as
+ *          cs_writer_connect). errstr says why.
+ * @remark  The caller blocks for at most about 2 s, plus name resolution and, after a dropped
+ *          connection, the reconnect's catalog checks.
+ * @locality the thread that owns the writer, never while a write is in flight.
+ */
+__attribute__((warn_unused_result)) cs_err_t cs_writer_ping(cs_writer_t *w, char *errstr,
+							    size_t errstr_size);
+
+/*
+ * Read the stored next offset of topic/partition for this group into *next (-1 when none),
+ * connecting first when not connected.
  * @returns CS_OK, or CS_ERR_RETRIABLE / CS_ERR_FATAL with errstr.
  */
 __attribute__((warn_unused_result)) cs_err_t cs_writer_stored_offset(cs_writer_t *w,

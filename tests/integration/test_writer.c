@@ -1,17 +1,19 @@
 /*
  * test_writer.c - the writer against a real PostgreSQL: fencing, merge semantics, untouched
- * unchanged rows, rejected rows
+ * unchanged rows, rejected rows, deleted-row counts, lost connections and the ping
  *
  * Needs COPYSINK_TEST_PG_CONNINFO (scripts/test.sh sets it); creates and drops its own database.
  */
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -598,6 +600,237 @@ static void test_unreachable(void **state)
 	cs_writer_destroy(w);
 }
 
+/* Merged and deleted counts are exact and apart: N inserts and updates count N merged, M
+ * tombstones of existing keys count M deleted, a tombstone of a missing key counts nothing;
+ * a key deleted and written again in one batch counts once in each. */
+static void test_deleted_count(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	const cs_writer_table_stats_t *ts;
+	char v[256];
+
+	for (int i = 1; i <= 5; i++)
+		add(b, 0, i, i, "a");
+	write_batch(w, b);
+	ts = cs_writer_table_stats(w, 0);
+	assert_int_equal(ts->merged, 5);
+	assert_int_equal(ts->deleted, 0);
+	/* 3 inserts, 2 deletes, 1 delete of a missing key */
+	add(b, 0, 10, 10, "n");
+	add(b, 0, 11, 11, "n");
+	add(b, 0, 12, 12, "n");
+	add_delete(b, 0, 13, 1);
+	add_delete(b, 0, 14, 2);
+	add_delete(b, 0, 15, 99);
+	write_batch(w, b);
+	ts = cs_writer_table_stats(w, 0);
+	assert_int_equal(ts->rows, 6);
+	assert_int_equal(ts->merged, 3);
+	assert_int_equal(ts->deleted, 2);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "3=a,4=a,5=a,10=n,11=n,12=n");
+	/* only a delete of a missing key */
+	add_delete(b, 0, 16, 98);
+	write_batch(w, b);
+	ts = cs_writer_table_stats(w, 0);
+	assert_int_equal(ts->merged, 0);
+	assert_int_equal(ts->deleted, 0);
+	/* an update, an unchanged row, a delete, a delete then insert of an existing key */
+	add(b, 0, 17, 3, "b");
+	add(b, 0, 18, 4, "a");
+	add_delete(b, 0, 19, 10);
+	add_delete(b, 0, 20, 5);
+	add(b, 0, 21, 5, "again");
+	write_batch(w, b);
+	ts = cs_writer_table_stats(w, 0);
+	assert_int_equal(ts->merged, 2);
+	assert_int_equal(ts->deleted, 2);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "3=b,4=a,5=again,11=n,12=n");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* The counts stay exact when a rejected row makes the writer bisect: rows of halves that
+ * failed and were rolled back are not counted. */
+static void test_deleted_count_bisect(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	const cs_writer_table_stats_t *ts;
+	char v[256];
+
+	for (int i = 1; i <= 4; i++)
+		add(b, 0, i, i, "a");
+	write_batch(w, b);
+	query("ALTER TABLE items ADD CONSTRAINT no_bad CHECK (body <> 'bad')", v, sizeof(v));
+	add_delete(b, 0, 10, 1);
+	add(b, 0, 11, 20, "good");
+	add_delete(b, 0, 12, 2);
+	add(b, 0, 13, 21, "bad");
+	add(b, 0, 14, 3, "good");
+	add_delete(b, 0, 15, 99);
+	write_batch(w, b);
+	ts = cs_writer_table_stats(w, 0);
+	assert_int_equal(ts->rejected, 1);
+	assert_int_equal(ts->merged, 2);
+	assert_int_equal(ts->deleted, 2);
+	assert_string_equal(rejected, "13:23514");
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "3=good,4=a,20=good");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* End every other session on the test database (the writer's), waiting until they are gone. */
+static void kill_backends(void)
+{
+	char v[64];
+
+	query("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+	      "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+	      v, sizeof(v));
+	assert_true(atoi(v) >= 1);
+}
+
+/* Whether err is `what` followed by libpq's or the server's word for a closed connection. */
+static bool has_cause(const char *err, const char *what)
+{
+	static const char *const causes[] = {
+		"server closed the connection unexpectedly",
+		"terminating connection due to administrator command",
+		"connection to PostgreSQL lost",
+	};
+
+	if (strncmp(err, what, strlen(what)) != 0)
+		return false;
+	for (size_t i = 0; i < sizeof(causes) / sizeof(causes[0]); i++)
+		if (strncmp(err + strlen(what), causes[i], strlen(causes[i])) == 0)
+			return true;
+	return false;
+}
+
+/* A connection PostgreSQL dropped between writes: the next write is retriable and says why,
+ * the one after reconnects and commits; the same for reading a stored offset. */
+static void test_connection_lost(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	int64_t expected = 1, next;
+	char err[512], v[256];
+
+	add(b, 0, 0, 1, "a");
+	write_batch(w, b);
+	kill_backends();
+	add(b, 0, 1, 2, "b");
+	err[0] = '\0';
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)),
+			 CS_ERR_RETRIABLE);
+	print_message("first write after the kill: %s\n", err);
+	assert_true(has_cause(err, "could not begin a transaction: "));
+	err[0] = '\0';
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)), CS_OK);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=a,2=b");
+	assert_string_equal(query("SELECT next_offset FROM copysink_offsets", v, sizeof(v)), "2");
+	kill_backends();
+	err[0] = '\0';
+	assert_int_equal(cs_writer_stored_offset(w, "topic", 0, &next, err, sizeof(err)),
+			 CS_ERR_RETRIABLE);
+	print_message("stored offset after the kill: %s\n", err);
+	assert_true(has_cause(err, "could not read the stored offset of \"topic\" [0]: "));
+	assert_int_equal(cs_writer_stored_offset(w, "topic", 0, &next, err, sizeof(err)), CS_OK);
+	assert_int_equal(next, 2);
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* A write that finds PostgreSQL gone says so. */
+static void test_write_unreachable(void **state)
+{
+	cs_writer_t *w = cs_writer_new("host=127.0.0.1 port=1 connect_timeout=2", &spec, 1, "g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	int64_t expected = -1, next;
+	char err[512];
+
+	add(b, 0, 0, 1, "a");
+	err[0] = '\0';
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)),
+			 CS_ERR_RETRIABLE);
+	assert_non_null(strstr(err, "could not connect to PostgreSQL at \"127.0.0.1:1\": "));
+	err[0] = '\0';
+	assert_int_equal(cs_writer_stored_offset(w, "topic", 0, &next, err, sizeof(err)),
+			 CS_ERR_RETRIABLE);
+	assert_non_null(strstr(err, "could not connect to PostgreSQL at \"127.0.0.1:1\": "));
+	assert_int_equal(next, -1);
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* Monotonic milliseconds. */
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The ping connects, answers, and gets over a connection PostgreSQL dropped by reconnecting. */
+static void test_ping(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_writer_t *down = cs_writer_new("host=127.0.0.1 port=1", &spec, 1, "g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	char err[512], v[256];
+	int64_t t0;
+
+	assert_int_equal(cs_writer_ping(w, err, sizeof(err)), CS_OK); /* connects */
+	assert_int_equal(cs_writer_ping(w, err, sizeof(err)), CS_OK); /* round trip */
+	kill_backends();
+	assert_int_equal(cs_writer_ping(w, err, sizeof(err)), CS_OK); /* reconnects */
+	add(b, 0, 0, 1, "a");
+	write_batch(w, b);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=a");
+	/* nothing listening */
+	t0 = mono_ms();
+	err[0] = '\0';
+	assert_int_equal(cs_writer_ping(down, err, sizeof(err)), CS_ERR_RETRIABLE);
+	assert_true(mono_ms() - t0 < 3000);
+	assert_non_null(strstr(err, "could not connect to PostgreSQL at \"127.0.0.1:1\": "));
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+	cs_writer_destroy(down);
+}
+
+/* A server that stops answering (its backend stopped with SIGSTOP) fails the ping within its
+ * timeout instead of stalling the caller; once it answers again the ping reconnects. Needs to
+ * signal the server's processes: skipped when not allowed. */
+static void test_ping_hung(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	char err[512], v[64];
+	int64_t t0, ms;
+	pid_t pid;
+
+	assert_int_equal(cs_writer_ping(w, err, sizeof(err)), CS_OK);
+	query("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+	      "AND pid <> pg_backend_pid()", v, sizeof(v));
+	pid = (pid_t)atoi(v);
+	assert_true(pid > 0);
+	if (kill(pid, SIGSTOP) != 0) {
+		cs_writer_destroy(w);
+		skip();
+	}
+	t0 = mono_ms();
+	err[0] = '\0';
+	assert_int_equal(cs_writer_ping(w, err, sizeof(err)), CS_ERR_RETRIABLE);
+	ms = mono_ms() - t0;
+	kill(pid, SIGCONT);
+	print_message("hung ping: %lld ms: %s\n", (long long)ms, err);
+	assert_true(ms >= 1900 && ms < 3000);
+	assert_non_null(strstr(err, "did not answer within 2000 ms"));
+	assert_int_equal(cs_writer_ping(w, err, sizeof(err)), CS_OK);
+	cs_writer_destroy(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -614,6 +847,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rows_stay_inline, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_shape_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deleted_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deleted_count_bisect, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_unreachable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ping, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ping_hung, setup, teardown),
 		/* the same again without the direct path */
 		cmocka_unit_test_setup_teardown(test_fencing, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_writers_side_by_side, setup_merge_only, teardown),
@@ -622,6 +861,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tombstones_update, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstones_skip, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_never_backwards, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_deleted_count, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_deleted_count_bisect, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_lost, setup_merge_only, teardown),
 	};
 	cs_decode_limits_t limits;
 	int rc;

@@ -32,6 +32,10 @@ static void test_render(void **state)
 		"copysink_rows_written_total{table=\"memory_entries\"} 1200",
 		"copysink_rows_written_total{table=\"patterns\"} 7",
 		"copysink_rows_merged_total{table=\"memory_entries\"} 1100",
+		"copysink_rows_deleted_total{table=\"memory_entries\"} 40",
+		"copysink_rows_deleted_total{table=\"patterns\"} 0",
+		"# HELP copysink_rows_deleted_total Rows deleted by tombstones per table",
+		"# TYPE copysink_rows_deleted_total counter",
 		"copysink_dead_letters_total{reason=\"missing_field\"} 3",
 		"copysink_dead_letters_total{reason=\"db_rejected\"} 1",
 		"copysink_db_errors_total{sqlstate=\"23514\"} 2",
@@ -58,6 +62,7 @@ static void test_render(void **state)
 	st.rows_written[0] = 1200;
 	st.rows_written[1] = 7;
 	st.rows_merged[0] = 1100;
+	st.rows_deleted[0] = 40;
 	st.dead_letters[CS_REASON_MISSING_FIELD] = 3;
 	st.dead_letters[CS_REASON_DB_REJECTED] = 1;
 	cs_stats_db_error(&st, "23514");
