@@ -205,8 +205,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			rd_kafka_assign(rk, NULL);
 		if (error != NULL)
 			rd_kafka_error_destroy(error);
-		for (int i = 0; err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS && i < parts->cnt; i++)
+		for (int i = 0; err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS && i < parts->cnt; i++) {
 			part_remove(c, parts->elems[i].topic, parts->elems[i].partition);
+			cs_info("partition \"%s\" [%d] revoked", parts->elems[i].topic,
+				(int)parts->elems[i].partition);
+		}
 		return;
 	}
 	ev = calloc(1, sizeof(*ev));
