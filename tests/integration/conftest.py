@@ -95,11 +95,11 @@ class Kafka:
             time.sleep(0.2)
         raise AssertionError("topics did not appear in the metadata")
 
-    def produce(self, records):
-        """records: list of (topic, key bytes or None, value bytes or None).
-        Returns [(topic, partition, offset)] in the same order."""
+    def produce(self, records, settings=None):
+        """records: list of (topic, key bytes or None, value bytes or None); settings: more
+        producer settings. Returns [(topic, partition, offset)] in the same order."""
         producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
-                             "linger.ms": 5, "compression.type": "lz4"})
+                             "linger.ms": 5, "compression.type": "lz4", **(settings or {})})
         results = [None] * len(records)
 
         def report(i):
