@@ -1,11 +1,20 @@
 /*
  * decode.c - msgpack entries to binary COPY tuples
  *
- * msgpack-c parses each message into a zone that is kept and cleared between messages (no
- * allocation per message once warm). Before msgpack-c sees the bytes, a bounded pre-scan checks
- * every declared length against the bytes that remain and the nesting against the limit, so a
- * five-byte message declaring four billion elements is refused without a huge allocation, and
- * msgpack-c's own 32-level container stack is never exceeded.
+ * cs_decode_open() reads the message once with a bounded, non-recursive pre-scan: every declared
+ * length is checked against the bytes that remain (a five-byte message declaring four billion
+ * elements is refused without an allocation), the value must end where the message ends, and
+ * the top level must be a map or an array of at most max_entries elements. Those are the only
+ * whole-message rejections. Nesting is not limited there: limits that concern one entry (depth,
+ * field size, types) are checked per entry by cs_decode_entry(), so one bad element of an array
+ * is dead-lettered alone and its siblings are stored.
+ *
+ * cs_decode_entry() finds its element's extent in the message (a cursor makes the usual
+ * sequential walk O(1) per entry), checks its nesting against the limit (the entry map is level
+ * 1, whether it is the whole message or an array element), and only then lets msgpack-c parse
+ * that element alone into a zone that is cleared per entry, so msgpack-c's own 32-level
+ * container stack is never exceeded and memory is bounded by the largest entry, not the whole
+ * message. The zone keeps its first chunk, so entries of usual size allocate nothing once warm.
  *
  * Entries are then encoded straight into the batch's buffers in PostgreSQL's binary COPY format;
  * on rejection both buffers are truncated back.
@@ -28,9 +37,15 @@
 struct cs_decoder {
 	cs_decode_limits_t limits;
 	msgpack_zone zone;
-	msgpack_object root;
-	const msgpack_object *entries; /* the entries of the message last opened */
+	msgpack_object root;        /* the tombstone key last unpacked by cs_decode_key() */
+	const unsigned char *msg;   /* the message last opened (the caller's bytes, not owned) */
+	size_t msg_len;
+	size_t first;               /* offset of entry 0 (0 for a message that is one map) */
 	int nentries;
+	int next;                   /* the cursor: entry `next` starts at offset next_at */
+	size_t next_at;
+	int last;                   /* the entry last located, or -1; at last_at, last_len bytes */
+	size_t last_at, last_len;
 	uint64_t unknown_fields;
 };
 
@@ -64,6 +79,7 @@ cs_decoder_t *cs_decoder_new(const cs_decode_limits_t *limits)
 	dec->limits = *limits;
 	if (dec->limits.max_depth > MSGPACK_MAX_DEPTH || dec->limits.max_depth < 2)
 		dec->limits.max_depth = MSGPACK_MAX_DEPTH;
+	dec->last = -1;
 	if (!msgpack_zone_init(&dec->zone, ZONE_CHUNK)) {
 		free(dec);
 		return NULL;
@@ -126,42 +142,27 @@ static bool scan_skip(scan_t *s, uint64_t n)
 	return true;
 }
 
-static bool scan_value(scan_t *s, int depth);
-
-/* Scan `count` values (or pairs when `pairs`) of a container at `depth`. */
-static bool scan_container(scan_t *s, uint64_t count, bool pairs, int depth)
-{
-	uint64_t items = pairs ? count * 2 : count;
-
-	if (depth > s->max_depth) {
-		s->reason = CS_REASON_TOO_DEEP;
-		return false;
-	}
-	/* every value takes at least one byte: a larger count cannot be honest */
-	if (items > s->len - s->pos)
-		return false;
-	for (uint64_t i = 0; i < items; i++)
-		if (!scan_value(s, depth))
-			return false;
-	return true;
-}
-
-/* Scan one value; containers open one level below `depth`. */
-static bool scan_value(scan_t *s, int depth)
+/* Read the head of one value and skip a scalar's payload. For an array or a map, *container is
+ * set and *items is the number of values inside (twice the pairs of a map), which follow.
+ * @returns false if the value is truncated or starts with the never-used byte 0xc1. */
+static bool scan_head(scan_t *s, uint64_t *items, bool *container)
 {
 	unsigned char b;
 	uint64_t n;
 
+	*items = 0;
+	*container = false;
 	if (s->pos >= s->len)
 		return false;
 	b = s->p[s->pos++];
 	if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
 		return true;
-	if (b >= 0x80 && b <= 0x8f)
-		return scan_container(s, b & 0x0f, true, depth + 1);
-	if (b >= 0x90 && b <= 0x9f)
-		return scan_container(s, b & 0x0f, false, depth + 1);
-	if (b >= 0xa0 && b <= 0xbf)
+	if (b <= 0x9f) {
+		*container = true;
+		*items = b <= 0x8f ? 2 * (uint64_t)(b & 0x0f) : b & 0x0f;
+		return true;
+	}
+	if (b <= 0xbf)
 		return scan_skip(s, b & 0x1f);
 	switch (b) {
 	case 0xc4: case 0xd9: return scan_uint(s, 1, &n) && scan_skip(s, n);
@@ -181,83 +182,182 @@ static bool scan_value(scan_t *s, int depth)
 	case 0xd6: return scan_skip(s, 5);
 	case 0xd7: return scan_skip(s, 9);
 	case 0xd8: return scan_skip(s, 17);
-	case 0xdc: return scan_uint(s, 2, &n) && scan_container(s, n, false, depth + 1);
-	case 0xdd: return scan_uint(s, 4, &n) && scan_container(s, n, false, depth + 1);
-	case 0xde: return scan_uint(s, 2, &n) && scan_container(s, n, true, depth + 1);
-	case 0xdf: return scan_uint(s, 4, &n) && scan_container(s, n, true, depth + 1);
+	case 0xdc: case 0xdd: case 0xde: case 0xdf:
+		*container = true;
+		if (!scan_uint(s, b & 1 ? 4 : 2, &n))
+			return false;
+		*items = b >= 0xde ? 2 * n : n;
+		return true;
 	default: /* 0xc1 is never used */
 		return false;
 	}
 }
 
+/* Skip one whole value of any depth without recursion: `pending` counts the values still to
+ * read, a container adding its items. Every value takes at least one byte, so a pending count
+ * above the bytes left cannot be honest (and pending never overflows). */
+static bool scan_skip_value(scan_t *s)
+{
+	uint64_t pending = 1, items;
+	bool container;
+
+	while (pending > 0) {
+		if (!scan_head(s, &items, &container))
+			return false;
+		pending = pending - 1 + items;
+		if (pending > s->len - s->pos)
+			return false;
+	}
+	return true;
+}
+
+/* Scan one value at level `depth` (the level of the container holding it); an array or a map
+ * opens level depth + 1, which may not exceed the limit (s->reason is then TOO_DEEP). The
+ * recursion is bounded by max_depth. */
+static bool scan_value(scan_t *s, int depth)
+{
+	uint64_t items;
+	bool container;
+
+	if (!scan_head(s, &items, &container))
+		return false;
+	if (!container)
+		return true;
+	if (depth + 1 > s->max_depth) {
+		s->reason = CS_REASON_TOO_DEEP;
+		return false;
+	}
+	if (items > s->len - s->pos)
+		return false;
+	for (uint64_t i = 0; i < items; i++)
+		if (!scan_value(s, depth + 1))
+			return false;
+	return true;
+}
+
+/* Name of the msgpack type whose value starts with head byte b, as type_name() spells it. */
+static const char *head_type_name(unsigned char b)
+{
+	if (b <= 0x7f || b >= 0xe0 || (b >= 0xcc && b <= 0xd3))
+		return "int";
+	if (b <= 0x8f || b == 0xde || b == 0xdf)
+		return "map";
+	if (b <= 0x9f || b == 0xdc || b == 0xdd)
+		return "array";
+	if (b <= 0xbf || (b >= 0xd9 && b <= 0xdb))
+		return "str";
+	if (b == 0xc0)
+		return "nil";
+	if (b == 0xc2 || b == 0xc3)
+		return "bool";
+	if (b >= 0xc4 && b <= 0xc6)
+		return "bin";
+	if (b == 0xca || b == 0xcb)
+		return "float";
+	return "ext"; /* 0xc7-0xc9, 0xd4-0xd8 (0xc1 never gets here: the pre-scan refuses it) */
+}
+
 /* ---------------------------------------------------------------- open */
+
+/* Forget the message last opened. */
+static void forget_message(cs_decoder_t *dec)
+{
+	dec->msg = NULL;
+	dec->msg_len = dec->first = dec->next_at = 0;
+	dec->nentries = dec->next = 0;
+	dec->last = -1;
+}
+
+/* The checks every message and tombstone key passes: not empty, within max_message_bytes, one
+ * complete msgpack value and nothing after it. @returns CS_REASON_OK or the reason, with
+ * errstr. */
+static cs_reason_t check_message(const cs_decoder_t *dec, const void *value, size_t len,
+				 char *errstr, size_t errstr_size)
+{
+	scan_t s = {.p = value, .len = len};
+
+	if (value == NULL || len == 0)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size, "message is empty");
+	if (len > dec->limits.max_message_bytes)
+		return reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
+			      "message of %zu bytes is larger than the limit of %zu bytes", len,
+			      dec->limits.max_message_bytes);
+	if (!scan_skip_value(&s))
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "message is not valid msgpack: truncated or invalid at byte %zu",
+			      s.pos);
+	if (s.pos != len)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "message is not valid msgpack: %zu trailing bytes after the value",
+			      len - s.pos);
+	return CS_REASON_OK;
+}
 
 int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len, cs_reason_t *reason,
 		   char *errstr, size_t errstr_size)
 {
-	scan_t s = {.p = value, .len = len, .max_depth = dec->limits.max_depth,
-		    .reason = CS_REASON_MALFORMED};
-	size_t off = 0;
+	scan_t s = {.p = value, .len = len};
+	unsigned char b;
+	uint64_t items;
+	bool container;
 
-	dec->entries = NULL;
-	dec->nentries = 0;
-	msgpack_zone_clear(&dec->zone);
-	if (value == NULL || len == 0) {
-		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size, "message is empty");
+	forget_message(dec);
+	*reason = check_message(dec, value, len, errstr, errstr_size);
+	if (*reason != CS_REASON_OK)
 		return -1;
-	}
-	if (len > dec->limits.max_message_bytes) {
-		*reason = reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
-				 "message of %zu bytes is larger than the limit of %zu bytes", len,
-				 dec->limits.max_message_bytes);
-		return -1;
-	}
-	if (!scan_value(&s, 0)) {
-		*reason = s.reason == CS_REASON_TOO_DEEP
-				  ? reject(CS_REASON_TOO_DEEP, errstr, errstr_size,
-					   "message nests deeper than %d levels", s.max_depth)
-				  : reject(CS_REASON_MALFORMED, errstr, errstr_size,
-					   "message is not valid msgpack: truncated or invalid at byte %zu",
-					   s.pos);
-		return -1;
-	}
-	if (s.pos != len) {
-		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size,
-				 "message is not valid msgpack: %zu trailing bytes after the value",
-				 len - s.pos);
-		return -1;
-	}
-	/* msgpack_unpack is the zone-based form: the zone is reused, cleared per message */
-	if (msgpack_unpack(value, len, &off, &dec->zone, &dec->root) != MSGPACK_UNPACK_SUCCESS ||
-	    off != len) {
-		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size,
-				 "message is not valid msgpack");
-		return -1;
-	}
-	if (dec->root.type == MSGPACK_OBJECT_MAP) {
-		dec->entries = &dec->root;
-		dec->nentries = 1;
-		return 1;
-	}
-	if (dec->root.type != MSGPACK_OBJECT_ARRAY) {
+	b = s.p[0];
+	if (!scan_head(&s, &items, &container) || !container) {
 		*reason = reject(CS_REASON_NOT_A_MAP, errstr, errstr_size,
 				 "message is neither a map nor an array of maps");
 		return -1;
 	}
-	if (dec->root.via.array.size == 0) {
+	dec->msg = value;
+	dec->msg_len = len;
+	if ((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf) {
+		dec->nentries = 1; /* the message is the entry: its limits apply to it alone */
+		return 1;
+	}
+	if (items == 0) {
+		forget_message(dec);
 		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size,
 				 "message is an empty array");
 		return -1;
 	}
-	if (dec->root.via.array.size > (uint32_t)dec->limits.max_entries) {
+	if (items > (uint64_t)dec->limits.max_entries) {
+		forget_message(dec);
 		*reason = reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
-				 "message holds %u entries, more than the limit of %d",
-				 dec->root.via.array.size, dec->limits.max_entries);
+				 "message holds %llu entries, more than the limit of %d",
+				 (unsigned long long)items, dec->limits.max_entries);
 		return -1;
 	}
-	dec->entries = dec->root.via.array.ptr;
-	dec->nentries = (int)dec->root.via.array.size;
+	dec->first = dec->next_at = s.pos;
+	dec->nentries = (int)items;
 	return dec->nentries;
+}
+
+/* Find the extent of entry i (0 <= i < nentries) of the message last opened. Sequential calls,
+ * and a repeated call for the same entry, cost O(1); going back rescans from entry 0.
+ * @returns false only if the bytes are not what cs_decode_open() checked (a bug). */
+static bool locate_entry(cs_decoder_t *dec, int i, size_t *at, size_t *len)
+{
+	if (i != dec->last) {
+		if (i < dec->next) {
+			dec->next = 0;
+			dec->next_at = dec->first;
+		}
+		while (dec->next <= i) {
+			scan_t s = {.p = dec->msg, .len = dec->msg_len, .pos = dec->next_at};
+			if (!scan_skip_value(&s))
+				return false;
+			dec->last = dec->next++;
+			dec->last_at = dec->next_at;
+			dec->last_len = s.pos - dec->next_at;
+			dec->next_at = s.pos;
+		}
+	}
+	*at = dec->last_at;
+	*len = dec->last_len;
+	return true;
 }
 
 /* ---------------------------------------------------------------- text */
@@ -746,7 +846,8 @@ static cs_reason_t put_column(const cs_decoder_t *dec, const cs_tablespec_t *spe
 				       cs_buf_append(out, o->via.boolean ? "\1" : "\0", 1) == 0
 			       ? CS_REASON_OK
 			       : OOM;
-	case CS_COL_JSONB: return put_json(dec, col, 2, o, out, errstr, size);
+	case CS_COL_JSONB: /* the entry map is level 1, as in check_depth() */
+		return put_json(dec, col, 1, o, out, errstr, size);
 	case CS_COL_TEXT_ARRAY:
 		return put_text_array(col, o, out, dec->limits.max_field_bytes, errstr, size);
 	case CS_COL_EMBEDDING: return put_embedding(col, spec->dim, o, out, errstr, size);
@@ -819,23 +920,113 @@ static cs_reason_t encode_tuple(const cs_decoder_t *dec, const cs_tablespec_t *s
 	return r;
 }
 
+/* The spec column named by the msgpack str at p[0..len), or NULL (not a str, or no column). */
+static const cs_column_t *column_named(const cs_tablespec_t *spec, const unsigned char *p,
+				       size_t len)
+{
+	size_t hdr = p[0] >= 0xa0 && p[0] <= 0xbf ? 1 : p[0] == 0xd9 ? 2 : p[0] == 0xda ? 3
+		     : p[0] == 0xdb ? 5 : 0;
+
+	if (hdr == 0 || len < hdr)
+		return NULL;
+	for (int c = 0; c < spec->ncols; c++)
+		if (strlen(spec->cols[c].name) == len - hdr &&
+		    memcmp(spec->cols[c].name, p + hdr, len - hdr) == 0)
+			return &spec->cols[c];
+	return NULL;
+}
+
+/* Check the nesting of the entry map p[0..len) before msgpack-c parses it: the entry is level 1,
+ * an array or map in one of its fields level 2, and so on up to max_depth. A too deep field is
+ * named when it is a column of the spec (map keys are message data, never copied to errstr). */
+static cs_reason_t check_depth(const cs_decoder_t *dec, const cs_tablespec_t *spec,
+			       const unsigned char *p, size_t len, char *errstr, size_t size)
+{
+	scan_t s = {.p = p, .len = len, .max_depth = dec->limits.max_depth,
+		    .reason = CS_REASON_MALFORMED};
+	uint64_t items;
+	bool container;
+
+	if (!scan_head(&s, &items, &container))
+		return reject(CS_REASON_MALFORMED, errstr, size, "entry is not valid msgpack");
+	for (uint64_t k = 0; k < items; k += 2) {
+		size_t key_at = s.pos, key_len;
+		const cs_column_t *col;
+
+		if (!scan_value(&s, 1))
+			break;
+		key_len = s.pos - key_at;
+		if (scan_value(&s, 1))
+			continue;
+		col = column_named(spec, p + key_at, key_len);
+		if (s.reason == CS_REASON_TOO_DEEP && col != NULL)
+			return reject(CS_REASON_TOO_DEEP, errstr, size,
+				      "field \"%s\" nests deeper than %d levels", col->name,
+				      s.max_depth);
+		break;
+	}
+	if (s.reason == CS_REASON_TOO_DEEP)
+		return reject(CS_REASON_TOO_DEEP, errstr, size, "entry nests deeper than %d levels",
+			      s.max_depth);
+	if (s.pos != len)
+		return reject(CS_REASON_MALFORMED, errstr, size, "entry is not valid msgpack");
+	return CS_REASON_OK;
+}
+
 cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec,
 			    cs_buf_t *tuples, cs_buf_t *keys, char *errstr, size_t errstr_size)
 {
 	const msgpack_object *vals[CS_MAX_COLUMNS] = {NULL};
-	const msgpack_object *o;
+	const unsigned char *p;
+	msgpack_object o;
+	size_t at, len, off = 0;
 	cs_reason_t r;
 
 	if (i < 0 || i >= dec->nentries)
 		return reject(CS_REASON_MALFORMED, errstr, errstr_size, "no entry %d", i);
-	o = &dec->entries[i];
-	if (o->type != MSGPACK_OBJECT_MAP)
+	if (!locate_entry(dec, i, &at, &len))
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "entry %d is not valid msgpack", i);
+	p = dec->msg + at;
+	if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
 		return reject(CS_REASON_NOT_A_MAP, errstr, errstr_size, "entry %d is %s, not a map",
-			      i, type_name(o->type));
-	r = match_fields(dec, spec, &o->via.map, vals, errstr, errstr_size);
+			      i, head_type_name(p[0]));
+	r = check_depth(dec, spec, p, len, errstr, errstr_size);
+	if (r != CS_REASON_OK)
+		return r;
+	/* the previous entry's objects are no longer needed: its tuple is in the buffers */
+	msgpack_zone_clear(&dec->zone);
+	if (msgpack_unpack((const char *)p, len, &off, &dec->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
+	    off != len)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "entry %d is not valid msgpack", i);
+	r = match_fields(dec, spec, &o.via.map, vals, errstr, errstr_size);
 	if (r != CS_REASON_OK)
 		return r;
 	return encode_tuple(dec, spec, vals, false, tuples, keys, errstr, errstr_size);
+}
+
+/* Parse a whole tombstone key into dec->root, nesting limited from the key itself (level 1).
+ * @returns CS_REASON_OK, or the reason with errstr. */
+static cs_reason_t unpack_key(cs_decoder_t *dec, const void *key, size_t key_len, char *errstr,
+			      size_t errstr_size)
+{
+	scan_t s = {.p = key, .len = key_len, .max_depth = dec->limits.max_depth,
+		    .reason = CS_REASON_MALFORMED};
+	size_t off = 0;
+	cs_reason_t r = check_message(dec, key, key_len, errstr, errstr_size);
+
+	if (r != CS_REASON_OK)
+		return r;
+	if (!scan_value(&s, 0))
+		return reject(CS_REASON_TOO_DEEP, errstr, errstr_size,
+			      "message nests deeper than %d levels", s.max_depth);
+	msgpack_zone_clear(&dec->zone);
+	if (msgpack_unpack(key, key_len, &off, &dec->zone, &dec->root) != MSGPACK_UNPACK_SUCCESS ||
+	    off != key_len)
+		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+			      "message is not valid msgpack");
+	return CS_REASON_OK;
 }
 
 cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const void *key,
@@ -846,6 +1037,7 @@ cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const v
 	int nkeys = cs_tablespec_nkeys(spec), k = 0;
 	cs_reason_t r;
 
+	forget_message(dec); /* the key is not a list of entries */
 	if (nkeys == 0)
 		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "a tombstone (null value) cannot delete from table \"%s\", which has "
@@ -854,15 +1046,13 @@ cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const v
 		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "a tombstone (null value) needs a key: the msgpack array of the "
 			      "conflict-key fields");
-	if (cs_decode_open(dec, key, key_len, &r, errstr, errstr_size) < 0 &&
-	    r != CS_REASON_NOT_A_MAP) { /* a scalar key gets the message below */
+	r = unpack_key(dec, key, key_len, errstr, errstr_size);
+	if (r != CS_REASON_OK) {
 		size_t n = strlen(errstr);
 		if (n < errstr_size)
 			snprintf(errstr + n, errstr_size - n, " (tombstone key)");
 		return r;
 	}
-	dec->entries = NULL; /* the key is not a list of entries */
-	dec->nentries = 0;
 	if (dec->root.type != MSGPACK_OBJECT_ARRAY || dec->root.via.array.size != (uint32_t)nkeys)
 		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "tombstone key must be a msgpack array of the %d conflict-key "
@@ -874,18 +1064,11 @@ cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const v
 	return encode_tuple(dec, spec, vals, true, tuples, keys, errstr, errstr_size);
 }
 
-/* msgpack-c writer into a cs_buf_t. */
-static int buf_write(void *data, const char *buf, size_t len)
-{
-	return cs_buf_append(data, buf, len);
-}
-
 int cs_decode_entry_bytes(cs_decoder_t *dec, int i, cs_buf_t *out)
 {
-	msgpack_packer pk;
+	size_t at, len;
 
-	if (i < 0 || i >= dec->nentries)
+	if (i < 0 || i >= dec->nentries || !locate_entry(dec, i, &at, &len))
 		return -1;
-	msgpack_packer_init(&pk, out, buf_write);
-	return msgpack_pack_object(&pk, dec->entries[i]) == 0 ? 0 : -1;
+	return cs_buf_append(out, dec->msg + at, len);
 }

@@ -7,6 +7,12 @@
  * the batch to deduplicate). An entry that fails validation is not appended; the caller gets a
  * reason code and a message and sends the entry to the dead-letter topic.
  *
+ * Limits on an entry's content (nesting depth, field size, types) apply to each entry of an
+ * array on its own, in cs_decode_entry(): one bad element never rejects its siblings. Only what
+ * makes the whole message unreadable is rejected by cs_decode_open().
+ *
+ * A decoder is used by one thread at a time.
+ *
  * Nothing here talks to PostgreSQL or Kafka, and no SQL is ever built from message data.
  */
 #ifndef COPYSINK_DECODE_H
@@ -43,7 +49,7 @@ const char *cs_reason_name(cs_reason_t reason);
 typedef struct cs_decode_limits {
 	size_t max_message_bytes; /* larger message values are rejected whole (TOO_LARGE) */
 	int max_entries;          /* entries per message */
-	int max_depth;            /* nesting depth inside metadata/state maps */
+	int max_depth;            /* nesting of one entry, its map being level 1 (2..32) */
 	size_t max_field_bytes;   /* one text/jsonb field after encoding */
 } cs_decode_limits_t;
 
@@ -60,19 +66,29 @@ cs_decoder_t *cs_decoder_new(const cs_decode_limits_t *limits);
 void cs_decoder_destroy(cs_decoder_t *dec);
 
 /*
- * Parse one message value. Previous parse results are released.
- * @returns the number of entries (>= 1) on success, or -1 when the whole message is rejected;
+ * Open one message value: check that it is one complete msgpack value (nothing truncated,
+ * nothing after it), at most max_message_bytes, and a map (one entry) or a non-empty array of
+ * at most max_entries elements. Elements are not looked into beyond their extent: their depth,
+ * type and fields are checked by cs_decode_entry(). The previous message is forgotten.
+ * `value` is not copied: it must stay valid and unchanged until the next cs_decode_open() or
+ * cs_decode_key() on this decoder.
+ * @returns the number of entries (>= 1) on success, or -1 when the whole message is rejected
+ *          (MALFORMED, NOT_A_MAP for a top level that is neither map nor array, TOO_LARGE);
  *          then *reason is set and errstr holds a message such as
- *          "message is not valid msgpack: truncated at byte 17".
+ *          "message is not valid msgpack: truncated or invalid at byte 17".
  */
 CS_MUSTCHECK int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len,
 				cs_reason_t *reason, char *errstr, size_t errstr_size);
 
 /*
- * Validate entry `i` of the message last opened and append it to `tuples` as one binary COPY
- * tuple (field count, then each field's length and bytes, in spec column order; a missing
- * optional field is NULL) and its conflict key to `keys` (the key columns' encoded values, each
- * preceded by its 4-byte length). On rejection neither buffer changes.
+ * Validate entry `i` (0 <= i < the count cs_decode_open() returned) of the message last opened
+ * and append it to `tuples` as one binary COPY tuple (field count, then each field's length and
+ * bytes, in spec column order; a missing optional field is NULL) and its conflict key to `keys`
+ * (the key columns' encoded values, each preceded by its 4-byte length). On rejection neither
+ * buffer changes. Every per-entry limit is checked here, for this entry alone: NOT_A_MAP for an
+ * element that is not a map, TOO_DEEP for nesting beyond max_depth (checked before msgpack-c
+ * parses the entry), TOO_LARGE for a field above max_field_bytes, and the type and value
+ * reasons. Entries may be decoded in any order; in order each costs O(its size).
  * @returns CS_REASON_OK, or the reason with a message in errstr naming the field, e.g.
  *          "field \"embedding\" has 383 values, expected 384".
  *          Out of memory returns CS_REASON__COUNT (the caller treats it as fatal).
@@ -97,8 +113,10 @@ CS_MUSTCHECK cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *
 
 /*
  * The msgpack bytes of entry `i` of the message last opened (for the dead-letter topic when the
- * message held several entries), appended to `out`.
- * @returns 0, or -1 when out of memory.
+ * message held several entries), appended to `out`: exactly the element's bytes as they are in
+ * the message, whatever cs_decode_entry() said of it. Right after cs_decode_entry(i) it costs no
+ * scan.
+ * @returns 0, or -1 when out of memory or when there is no entry `i`.
  */
 CS_MUSTCHECK int cs_decode_entry_bytes(cs_decoder_t *dec, int i, cs_buf_t *out);
 

@@ -34,6 +34,12 @@ def seeds():
     yield "nul", msgpack.packb({**mem, "value": "a\0b"})
     yield "range", msgpack.packb({"id": 2 ** 63, "i2": 70000, "i4": -2 ** 40})
     yield "deep", b"\x91" * 40 + b"\xc0"
+    nested = None
+    for _ in range(40):
+        nested = [nested]
+    # one entry of three nests 40 levels: rejected alone, its siblings decode
+    yield "array_deep_entry", msgpack.packb([mem, {**mem, "key": "k2", "metadata": nested},
+                                             {**mem, "key": "k3"}])
     yield "huge_len", b"\xdb\xff\xff\xff\xffab"
     yield "ext_bin", msgpack.packb({"j": msgpack.ExtType(3, b"ab"), "s": b"bin"})
     yield "trailing", msgpack.packb({}) + b"\x00"

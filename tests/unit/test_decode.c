@@ -412,26 +412,64 @@ static void too_deep(void **state)
 {
 	cs_reason_t r;
 
-	/* nesting deeper than max_depth (8) anywhere in the message */
+	/* a message that is one map: the depth limit (8) is its entry's, checked per entry */
+	msgpack_pack_map(&pk, 3);
+	pack_required(1, "n");
+	pack_str("meta");
 	for (int i = 0; i < 12; i++)
 		msgpack_pack_array(&pk, 1);
 	msgpack_pack_nil(&pk);
-	assert_int_equal(open_msg(&r), -1);
-	assert_int_equal(r, CS_REASON_TOO_DEEP);
-	assert_non_null(strstr(err, "deeper than 8"));
+	assert_int_equal(decode_one(), CS_REASON_TOO_DEEP);
+	assert_string_equal(err, "field \"meta\" nests deeper than 8 levels");
+	assert_int_equal(tuples.len, 0);
+
+	/* a field no column reads is not named (map keys are message data) */
+	msgpack_sbuffer_clear(&sbuf);
+	msgpack_pack_map(&pk, 3);
+	pack_required(1, "n");
+	pack_str("unknown \"x\"");
+	for (int i = 0; i < 12; i++)
+		msgpack_pack_map(&pk, 1), pack_str("k");
+	msgpack_pack_nil(&pk);
+	assert_int_equal(decode_one(), CS_REASON_TOO_DEEP);
+	assert_string_equal(err, "entry nests deeper than 8 levels");
+
+	/* nesting alone never rejects a whole message: an array of deep arrays opens */
+	msgpack_sbuffer_clear(&sbuf);
+	for (int i = 0; i < 12; i++)
+		msgpack_pack_array(&pk, 1);
+	msgpack_pack_nil(&pk);
+	assert_int_equal(open_msg(&r), 1);
+	assert_int_equal(cs_decode_entry(dec, 0, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_NOT_A_MAP);
+	assert_string_equal(err, "entry 0 is array, not a map");
 }
 
-static void too_deep_in_json(void **state)
+static void depth_limit_boundary(void **state)
 {
-	/* within the message limit, but the jsonb value nests past the limit from its column */
+	/* the entry map is level 1, meta's outer array level 2: 7 arrays reach level 8 (the
+	 * limit), 8 arrays level 9 */
+	static const char want[] = "\1[[[[[[[null]]]]]]]";
+
 	msgpack_pack_map(&pk, 3);
 	pack_required(1, "n");
 	pack_str("meta");
 	for (int i = 0; i < 7; i++)
 		msgpack_pack_array(&pk, 1);
 	msgpack_pack_nil(&pk);
+	assert_int_equal(decode_one(), CS_REASON_OK);
+	assert_field(7, want, sizeof(want) - 1);
+
+	cs_buf_reset(&tuples), cs_buf_reset(&keys);
+	msgpack_sbuffer_clear(&sbuf);
+	msgpack_pack_map(&pk, 3);
+	pack_required(1, "n");
+	pack_str("meta");
+	for (int i = 0; i < 8; i++)
+		msgpack_pack_array(&pk, 1);
+	msgpack_pack_nil(&pk);
 	assert_int_equal(decode_one(), CS_REASON_TOO_DEEP);
-	assert_string_equal(err, "field \"meta\" nests too deep");
+	assert_string_equal(err, "field \"meta\" nests deeper than 8 levels");
 }
 
 static void too_large(void **state)
@@ -752,6 +790,294 @@ static void every_msgpack_type_in_every_field(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------- per-entry limits in arrays */
+
+/* Middle elements for array_one_bad_entry: each packs one whole element with `pk`. */
+static void nest(int levels)
+{
+	for (int i = 0; i < levels; i++)
+		msgpack_pack_array(&pk, 1);
+	msgpack_pack_nil(&pk);
+}
+static void e_deep_meta(void)
+{
+	msgpack_pack_map(&pk, 3);
+	pack_required(1, "b");
+	pack_str("meta");
+	nest(40);
+}
+static void e_deep_unknown(void)
+{
+	msgpack_pack_map(&pk, 3);
+	pack_required(1, "b");
+	pack_str("other");
+	nest(40);
+}
+static void e_long_name(void)
+{
+	char s[257];
+
+	memset(s, 'x', sizeof(s));
+	msgpack_pack_map(&pk, 2);
+	pack_str("id"), msgpack_pack_int(&pk, 1);
+	pack_str("name"), pack_str_n(s, sizeof(s));
+}
+static void e_long_tags(void)
+{
+	msgpack_pack_map(&pk, 3);
+	pack_required(1, "b");
+	pack_str("tags"), p_arr_too_large();
+}
+static void e_wrong_type(void)
+{
+	msgpack_pack_map(&pk, 3);
+	pack_required(1, "b");
+	pack_str("n"), pack_str("five");
+}
+static void e_bad_utf8(void)
+{
+	msgpack_pack_map(&pk, 2);
+	pack_str("id"), msgpack_pack_int(&pk, 1);
+	pack_str("name"), pack_str_n("b\xff", 2);
+}
+static void e_missing(void)
+{
+	msgpack_pack_map(&pk, 1);
+	pack_str("id"), msgpack_pack_int(&pk, 1);
+}
+static void e_int(void) { msgpack_pack_int(&pk, 5); }
+static void e_deep_array(void) { nest(40); }
+static void e_noncanonical(void)
+{
+	/* map16 and str8 where shorter forms exist: the dead letter must keep these bytes */
+	msgpack_sbuffer_write(&sbuf, "\xde\x00\x02\xd9\x02id\xd9\x01x\xa4name\xd9\x01" "b", 18);
+}
+
+static const struct entry_case {
+	const char *what;
+	void (*pack)(void);
+	cs_reason_t reason;
+	const char *error;
+} entry_cases[] = {
+	{"meta 40 deep", e_deep_meta, CS_REASON_TOO_DEEP,
+	 "field \"meta\" nests deeper than 8 levels"},
+	{"unknown field 40 deep", e_deep_unknown, CS_REASON_TOO_DEEP,
+	 "entry nests deeper than 8 levels"},
+	{"oversized string", e_long_name, CS_REASON_TOO_LARGE,
+	 "field \"name\" has 257 bytes, more than the limit of 256"},
+	{"oversized text[]", e_long_tags, CS_REASON_TOO_LARGE,
+	 "field \"tags\" is larger than the limit of 256 bytes"},
+	{"wrong type", e_wrong_type, CS_REASON_WRONG_TYPE,
+	 "field \"n\" must be an integer, got str"},
+	{"invalid UTF-8", e_bad_utf8, CS_REASON_INVALID_UTF8, "field \"name\" is not valid UTF-8"},
+	{"missing field", e_missing, CS_REASON_MISSING_FIELD, "missing required field \"name\""},
+	{"int element", e_int, CS_REASON_NOT_A_MAP, "entry 1 is int, not a map"},
+	{"array element 40 deep", e_deep_array, CS_REASON_NOT_A_MAP, "entry 1 is array, not a map"},
+	{"non-canonical msgpack", e_noncanonical, CS_REASON_WRONG_TYPE,
+	 "field \"id\" must be an integer, got str"},
+};
+
+/* The tuple of entry {id, name, meta} decoded alone by a fresh decoder: what the entry must
+ * look like wherever it travels. */
+static void decode_alone(const char *msg, size_t len, cs_buf_t *out, cs_buf_t *key)
+{
+	cs_decode_limits_t limits;
+	cs_decoder_t *d;
+	cs_reason_t r;
+
+	cs_decode_limits_default(&limits);
+	d = cs_decoder_new(&limits);
+	assert_non_null(d);
+	assert_int_equal(cs_decode_open(d, msg, len, &r, err, sizeof(err)), 1);
+	assert_int_equal(cs_decode_entry(d, 0, &spec, out, key, err, sizeof(err)), CS_REASON_OK);
+	cs_decoder_destroy(d);
+}
+
+/* Pack [good 0, <case>, good 2] into sbuf; at[] gets each element's extent (at[3] = end). */
+static void pack_three(void (*middle)(void), size_t at[4])
+{
+	msgpack_pack_array(&pk, 3);
+	at[0] = sbuf.size;
+	msgpack_pack_map(&pk, 3);
+	pack_required(10, "first");
+	pack_str("meta");
+	msgpack_pack_map(&pk, 1);
+	pack_str("k"), nest(2);
+	at[1] = sbuf.size;
+	middle();
+	at[2] = sbuf.size;
+	msgpack_pack_map(&pk, 2);
+	pack_required(12, "third");
+	at[3] = sbuf.size;
+}
+
+/* One case: entries 0 and 2 stored exactly as if sent alone, entry 1 rejected with its reason
+ * and message, its dead-letter bytes the element's original bytes, the buffers untouched. */
+static void check_one_bad_entry(const struct entry_case *c)
+{
+	static const char meta0[] = "\1{\"k\":[[null]]}";
+	cs_buf_t want_t, want_k, raw;
+	size_t at[4], t1, k1;
+	int32_t len;
+	cs_reason_t r;
+
+	cs_buf_reset(&tuples), cs_buf_reset(&keys);
+	msgpack_sbuffer_clear(&sbuf);
+	pack_three(c->pack, at);
+	cs_buf_init(&want_t), cs_buf_init(&want_k), cs_buf_init(&raw);
+	decode_alone(sbuf.data + at[0], at[1] - at[0], &want_t, &want_k);
+	decode_alone(sbuf.data + at[2], at[3] - at[2], &want_t, &want_k);
+
+	if (open_msg(&r) != 3)
+		fail_msg("%s: the message was rejected whole: %s \"%s\"", c->what,
+			 cs_reason_name(r), err);
+	assert_int_equal(cs_decode_entry(dec, 0, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_OK);
+	assert_field(0, "\0\0\0\0\0\0\0\x0a", 8);
+	assert_field(1, "first", 5);
+	assert_field(7, meta0, sizeof(meta0) - 1);
+	t1 = tuples.len, k1 = keys.len;
+	r = cs_decode_entry(dec, 1, &spec, &tuples, &keys, err, sizeof(err));
+	if (r != c->reason || strcmp(err, c->error) != 0)
+		fail_msg("%s: got %s \"%s\", expected %s \"%s\"", c->what, cs_reason_name(r), err,
+			 cs_reason_name(c->reason), c->error);
+	assert_int_equal(tuples.len, t1);
+	assert_int_equal(keys.len, k1);
+	assert_int_equal(cs_decode_entry_bytes(dec, 1, &raw), 0);
+	assert_int_equal(raw.len, at[2] - at[1]);
+	assert_memory_equal(raw.data, sbuf.data + at[1], raw.len);
+	assert_int_equal(cs_decode_entry(dec, 2, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_OK);
+	/* both good tuples and keys, byte for byte */
+	assert_int_equal(tuples.len, want_t.len);
+	assert_memory_equal(tuples.data, want_t.data, want_t.len);
+	assert_int_equal(keys.len, want_k.len);
+	assert_memory_equal(keys.data, want_k.data, want_k.len);
+	assert_memory_equal(tuples.data + t1 + 2 + 4, "\0\0\0\0\0\0\0\x0c", 8);
+	assert_int_equal(be32((const unsigned char *)tuples.data + t1 + 2 + 12), 5);
+	assert_memory_equal(tuples.data + t1 + 2 + 16, "third", 5);
+	(void)len;
+
+	/* out of order: every element's bytes are found again */
+	for (int i = 2; i >= 0; i--) {
+		cs_buf_reset(&raw);
+		assert_int_equal(cs_decode_entry_bytes(dec, i, &raw), 0);
+		assert_int_equal(raw.len, at[i + 1] - at[i]);
+		assert_memory_equal(raw.data, sbuf.data + at[i], raw.len);
+	}
+	assert_int_equal(cs_decode_entry_bytes(dec, 3, &raw), -1);
+	cs_buf_cleanup(&want_t), cs_buf_cleanup(&want_k), cs_buf_cleanup(&raw);
+}
+
+static void array_one_bad_entry(void **state)
+{
+	for (size_t i = 0; i < sizeof(entry_cases) / sizeof(entry_cases[0]); i++)
+		check_one_bad_entry(&entry_cases[i]);
+}
+
+static void array_with_default_limits(void **state)
+{
+	/* with the default depth (32, msgpack-c's own container stack), a 40-deep element must
+	 * not take its siblings down, and a 32-level entry (meta 31 arrays) still decodes */
+	cs_decode_limits_t limits;
+	cs_reason_t r;
+	size_t at[4];
+
+	cs_decoder_destroy(dec);
+	cs_decode_limits_default(&limits);
+	dec = cs_decoder_new(&limits);
+	assert_non_null(dec);
+	pack_three(e_deep_meta, at);
+	assert_int_equal(open_msg(&r), 3);
+	assert_int_equal(cs_decode_entry(dec, 0, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_OK);
+	assert_int_equal(cs_decode_entry(dec, 1, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_TOO_DEEP);
+	assert_string_equal(err, "field \"meta\" nests deeper than 32 levels");
+	assert_int_equal(cs_decode_entry(dec, 2, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_OK);
+
+	cs_buf_reset(&tuples), cs_buf_reset(&keys);
+	msgpack_sbuffer_clear(&sbuf);
+	msgpack_pack_array(&pk, 2);
+	for (int e = 0; e < 2; e++) {
+		msgpack_pack_map(&pk, 3);
+		pack_required(e, "n");
+		pack_str("meta");
+		nest(31 + e);
+	}
+	assert_int_equal(open_msg(&r), 2);
+	assert_int_equal(cs_decode_entry(dec, 0, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_OK);
+	assert_int_equal(cs_decode_entry(dec, 1, &spec, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_TOO_DEEP);
+}
+
+/* Messages that stay rejected whole, even though only one element is at fault. */
+static void whole_message_rejections(void **state)
+{
+	static const struct {
+		const char *what;
+		const char *msg;
+		size_t len;
+		cs_reason_t reason;
+		const char *errpart;
+	} cases[] = {
+		{"last element truncated", "\x93\x80\x80\x81\xa2id", 7, CS_REASON_MALFORMED,
+		 "truncated or invalid at byte 7"},
+		{"element declares more than the message holds", "\x92\x80\xdf\xff\xff\xff\xff", 7,
+		 CS_REASON_MALFORMED, "truncated"},
+		{"0xc1 inside an element", "\x92\x80\x81\xa1x\xc1", 6, CS_REASON_MALFORMED,
+		 "invalid at byte 6"},
+		{"bytes after the array", "\x91\x80\x80", 3, CS_REASON_MALFORMED,
+		 "1 trailing bytes"},
+		{"more entries than max_entries", "\x95\x80\x80\x80\x80\x80", 6,
+		 CS_REASON_TOO_LARGE, "5 entries, more than the limit of 4"},
+		{"top level a string", "\xa1x", 2, CS_REASON_NOT_A_MAP, "neither a map nor"},
+	};
+	char *big;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cs_reason_t r;
+		int n = cs_decode_open(dec, cases[i].msg, cases[i].len, &r, err, sizeof(err));
+		if (n != -1 || r != cases[i].reason || strstr(err, cases[i].errpart) == NULL)
+			fail_msg("%s: got %d %s \"%s\"", cases[i].what, n, cs_reason_name(r), err);
+		/* nothing of it is left to decode */
+		assert_int_equal(cs_decode_entry(dec, 0, &spec, &tuples, &keys, err, sizeof(err)),
+				 CS_REASON_MALFORMED);
+	}
+	/* an array over max_message_bytes, whatever its elements */
+	big = calloc(1, 5000);
+	assert_non_null(big);
+	big[0] = (char)0x91, big[1] = (char)0xc4, big[2] = (char)0xff;
+	open_rejects(big, 5000, CS_REASON_TOO_LARGE, "larger than the limit of 4096 bytes");
+	free(big);
+}
+
+static void tombstone_key(void **state)
+{
+	int32_t len;
+
+	/* the key array's values in the key columns, every other column NULL */
+	msgpack_pack_array(&pk, 1);
+	msgpack_pack_int(&pk, 7);
+	assert_int_equal(cs_decode_key(dec, &spec, sbuf.data, sbuf.size, &tuples, &keys, err,
+				       sizeof(err)),
+			 CS_REASON_OK);
+	assert_field(0, "\0\0\0\0\0\0\0\x07", 8);
+	field_of(1, &len);
+	assert_int_equal(len, -1);
+	/* the message opened before is forgotten */
+	assert_int_equal(cs_decode_entry_bytes(dec, 0, &tuples), -1);
+	assert_int_equal(cs_decode_key(dec, &spec, "\x05", 1, &tuples, &keys, err, sizeof(err)),
+			 CS_REASON_MALFORMED);
+	assert_non_null(strstr(err, "tombstone key must be a msgpack array"));
+	assert_int_equal(cs_decode_key(dec, &spec, "\x91\xa1", 2, &tuples, &keys, err,
+				       sizeof(err)),
+			 CS_REASON_MALFORMED);
+	assert_non_null(strstr(err, "(tombstone key)"));
+}
+
 static void reason_names_are_distinct(void **state)
 {
 	for (int i = 0; i < CS_REASON__COUNT; i++) {
@@ -805,13 +1131,17 @@ int main(void)
 		cmocka_unit_test_setup_teardown(message_not_a_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(entry_not_a_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(too_deep, setup, teardown),
-		cmocka_unit_test_setup_teardown(too_deep_in_json, setup, teardown),
+		cmocka_unit_test_setup_teardown(depth_limit_boundary, setup, teardown),
 		cmocka_unit_test_setup_teardown(too_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(field_rejections, setup, teardown),
 		cmocka_unit_test_setup_teardown(missing_required_fields, setup, teardown),
 		cmocka_unit_test_setup_teardown(entry_with_non_string_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(repeated_key_last_counts, setup, teardown),
 		cmocka_unit_test_setup_teardown(every_msgpack_type_in_every_field, setup, teardown),
+		cmocka_unit_test_setup_teardown(array_one_bad_entry, setup, teardown),
+		cmocka_unit_test_setup_teardown(array_with_default_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(whole_message_rejections, setup, teardown),
+		cmocka_unit_test_setup_teardown(tombstone_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(reason_names_are_distinct, setup, teardown),
 		cmocka_unit_test_setup_teardown(decoder_reused_across_messages, setup, teardown),
 	};
