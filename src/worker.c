@@ -130,6 +130,7 @@ static void publish(cs_worker_t *w)
 	for (int i = 0; i < w->nlanes; i++)
 		w->stats.bytes_held += cs_batch_bytes(w->lanes[i].batch) + w->lanes[i].inflight_bytes;
 	w->stats.unknown_fields = cs_decoder_unknown_fields(w->dec);
+	w->stats.dead_letter_values_dropped = cs_dlq_values_dropped(w->dlq);
 	for (int i = 0; i < w->stats.nparts; i++) {
 		int64_t low, high;
 		cs_stats_partition_t *p = &w->stats.parts[i];

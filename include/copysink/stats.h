@@ -43,6 +43,7 @@ typedef struct cs_stats {
 	uint64_t fenced;          /* batches dropped because another worker owned a partition */
 	uint64_t stale_skipped;   /* messages delivered again below their partition's position */
 	uint64_t position_rewinds; /* partitions sought back after their position jumped ahead */
+	uint64_t dead_letter_values_dropped; /* dead letters sent without their value */
 	struct {
 		char sqlstate[6];
 		uint64_t count;

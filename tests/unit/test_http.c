@@ -34,6 +34,9 @@ static void test_render(void **state)
 		"copysink_rows_merged_total{table=\"memory_entries\"} 1100",
 		"copysink_rows_deleted_total{table=\"memory_entries\"} 40",
 		"copysink_rows_deleted_total{table=\"patterns\"} 0",
+		"copysink_messages_skipped_total 12",
+		"copysink_position_rewinds_total 2",
+		"copysink_dead_letter_values_dropped_total 1",
 		"# HELP copysink_rows_deleted_total Rows deleted by tombstones per table",
 		"# TYPE copysink_rows_deleted_total counter",
 		"copysink_dead_letters_total{reason=\"missing_field\"} 3",
@@ -63,6 +66,9 @@ static void test_render(void **state)
 	st.rows_written[1] = 7;
 	st.rows_merged[0] = 1100;
 	st.rows_deleted[0] = 40;
+	st.stale_skipped = 12;
+	st.position_rewinds = 2;
+	st.dead_letter_values_dropped = 1;
 	st.dead_letters[CS_REASON_MISSING_FIELD] = 3;
 	st.dead_letters[CS_REASON_DB_REJECTED] = 1;
 	cs_stats_db_error(&st, "23514");
