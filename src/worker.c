@@ -71,6 +71,7 @@ struct cs_worker {
 	int nlanes;
 	int64_t lane_max_bytes; /* [batch] max_bytes shared among the lanes */
 	bool fatal;           /* the loop must stop with w->errstr */
+	bool rebalancing;     /* inside act_on_rebalances() */
 	bool write_when_idle; /* [batch] write_when_idle = on */
 	volatile sig_atomic_t *stop;
 	cs_stats_shared_t *shared;
@@ -759,12 +760,18 @@ static cs_err_t act_on_rebalances(cs_worker_t *w, bool settling)
 		snprintf(w->errstr, sizeof(w->errstr), "%s", cs_consumer_fatal(w->cons));
 		return CS_ERR_FATAL;
 	}
+	/* a revocation's drain may wait for a retry, which polls and comes here again: the
+	 * events after it wait for it (the one being acted on is still the first) */
+	if (w->rebalancing)
+		return CS_OK;
+	w->rebalancing = true;
 	while (err == CS_OK && (ev = cs_consumer_event(w->cons)) != NULL) {
 		if (ev->assign)
 			err = act_on_assign(w, ev);
 		else
 			act_on_revoke(w, ev, settling);
 	}
+	w->rebalancing = false;
 	return err;
 }
 
