@@ -367,31 +367,23 @@ fail:
 	return rc;
 }
 
-/* The loop's connection, connected. @returns CS_OK, or the error with w->errstr. */
-static cs_err_t ctl_ready(cs_worker_t *w)
-{
-	cs_err_t err = cs_writer_connect(w->ctl, w->errstr, sizeof(w->errstr));
-
-	w->stats.pg_ok = err == CS_OK;
-	if (err == CS_OK)
-		w->health_at_ms = now_ms();
-	return err;
-}
-
-/* Read the stored offset of topic/partition on the loop's connection (-1 when none).
+/* Read the stored offset of topic/partition on the loop's connection (-1 when none). The
+ * ping first connects or checks the connection within 2 s, so that a server gone silent
+ * cannot hold the loop (and its polls) for the length of a TCP timeout.
  * @returns CS_OK, or the error with w->errstr (the connection is dropped when broken). */
 static cs_err_t read_stored(cs_worker_t *w, const char *topic, int32_t partition,
 			    int64_t *stored)
 {
-	cs_err_t err = ctl_ready(w);
+	cs_err_t err = cs_writer_ping(w->ctl, w->errstr, sizeof(w->errstr));
 
 	if (err == CS_OK)
 		err = cs_writer_stored_offset(w->ctl, topic, partition, stored, w->errstr,
 					      sizeof(w->errstr));
-	if (err != CS_OK) {
+	w->stats.pg_ok = err == CS_OK;
+	if (err == CS_OK)
+		w->health_at_ms = now_ms();
+	else
 		cs_writer_disconnect(w->ctl);
-		w->stats.pg_ok = false;
-	}
 	return err;
 }
 
@@ -732,7 +724,14 @@ static cs_err_t act_on_assign(cs_worker_t *w, cs_rebalance_t *ev)
 		rd_kafka_topic_partition_t *p = &ev->parts->elems[i];
 		int64_t stored = -1;
 
-		if (w->replay != NULL || read_stored(w, p->topic, p->partition, &stored) == CS_OK) {
+		cs_err_t rerr = w->replay != NULL ? CS_OK
+						  : read_stored(w, p->topic, p->partition, &stored);
+
+		if (rerr == CS_ERR_FATAL) { /* a table no longer matches its spec */
+			free(known);
+			return CS_ERR_FATAL;
+		}
+		if (rerr == CS_OK) {
 			known[i] = true;
 			p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
 			log_start(p->topic, p->partition, stored);
@@ -781,6 +780,7 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 {
 	int nparts;
 	cs_consumer_part_t *parts = cs_consumer_parts(w->cons, &nparts);
+	cs_err_t err;
 
 	if (now_ms() < w->lookup_at_ms)
 		return CS_OK;
@@ -792,7 +792,10 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 		if (parts[i].ready)
 			continue;
 		snprintf(topic, sizeof(topic), "%s", parts[i].topic);
-		if (read_stored(w, topic, partition, &stored) != CS_OK) {
+		err = read_stored(w, topic, partition, &stored);
+		if (err == CS_ERR_FATAL)
+			return err;
+		if (err != CS_OK) {
 			cs_log_fields(CS_LOG_WARNING, "stored offsets not read: the assigned "
 				      "partitions wait, paused", "error", w->errstr, NULL);
 			w->lookup_at_ms = now_ms() + w->lookup_backoff_ms;
