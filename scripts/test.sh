@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-PASSED=0 FAILED=0 STAGES_FAILED=()
+PASSED=0 FAILED=0 STAGES_FAILED=() STAGE_TIMES=()
 WORK=$(mktemp -d /tmp/copysink-test.XXXXXX)
 chmod 755 "$WORK"
 
@@ -47,6 +47,15 @@ free_port() {
 		p=$((p + 2))
 	done
 	echo "$p"
+}
+
+# timed NAME CMD...: run CMD and remember how long it took, for the summary.
+timed() {
+	local name=$1 start=$SECONDS rc=0
+	shift
+	"$@" || rc=$?
+	STAGE_TIMES+=("$name $((SECONDS - start))s")
+	return "$rc"
 }
 
 # ctest_stage NAME BUILD_DIR ARGS...: run ctest and add its counts to the totals.
@@ -75,11 +84,11 @@ build() {
 	"$ROOT/scripts/build.sh" "$dir" "$@" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; return 1; }
 }
 
-"$ROOT/scripts/setup.sh"
-"$ROOT/scripts/venv.sh" >/dev/null
+timed setup "$ROOT/scripts/setup.sh"
+timed venv "$ROOT/scripts/venv.sh" >/dev/null
 
-build "$ROOT/build"
-ctest_stage unit "$ROOT/build" -L unit "${FILTER[@]}"
+timed build build "$ROOT/build"
+timed unit ctest_stage unit "$ROOT/build" -L unit "${FILTER[@]}"
 
 PG_PORT=$(free_port 55432)
 "$ROOT/scripts/pg.sh" start "$WORK/pg" "$PG_PORT"
@@ -90,14 +99,14 @@ export COPYSINK_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 export COPYSINK_TEST_PG_DIR=$WORK/pg
 export COPYSINK_TEST_KAFKA_DIR=$WORK/kafka
 
-ctest_stage integration "$ROOT/build" -L integration "${FILTER[@]}"
+timed integration ctest_stage integration "$ROOT/build" -L integration "${FILTER[@]}"
 
 if [ "$SANITIZE" -eq 1 ]; then
 	# leaks are reported too (LeakSanitizer is part of ASan on Linux)
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-	if build "$ROOT/build-asan" -DCOPYSINK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
-		ctest_stage asan "$ROOT/build-asan"
+	if timed asan-build build "$ROOT/build-asan" -DCOPYSINK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
+		timed asan ctest_stage asan "$ROOT/build-asan"
 	else
 		FAILED=$((FAILED + 1)); STAGES_FAILED+=("asan build")
 	fi
@@ -107,8 +116,9 @@ fi
 if [ "$FUZZ" -eq 1 ]; then
 	SECONDS_FUZZ=${COPYSINK_FUZZ_SECONDS:-120}
 	echo "== fuzz fuzz_decode for ${SECONDS_FUZZ}s" >&2
-	if CC=clang build "$ROOT/build-fuzz" -DCOPYSINK_FUZZ=ON -DCOPYSINK_SANITIZE=ON; then
+	if CC=clang timed fuzz-build build "$ROOT/build-fuzz" -DCOPYSINK_FUZZ=ON -DCOPYSINK_SANITIZE=ON; then
 		mkdir -p "$WORK/corpus"
+		FUZZ_START=$SECONDS
 		if (cd "$WORK" && "$ROOT/build-fuzz/fuzz_decode" -max_total_time="$SECONDS_FUZZ" \
 			-max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 			"$WORK/corpus" "$ROOT/tests/fuzz/corpus" 2>&1 | tail -25); then
@@ -116,11 +126,13 @@ if [ "$FUZZ" -eq 1 ]; then
 		else
 			FAILED=$((FAILED + 1)); STAGES_FAILED+=("fuzz")
 		fi
+		STAGE_TIMES+=("fuzz $((SECONDS - FUZZ_START))s")
 	else
 		FAILED=$((FAILED + 1)); STAGES_FAILED+=("fuzz build")
 	fi
 fi
 
+echo "test.sh: stage times: ${STAGE_TIMES[*]} (total ${SECONDS}s)"
 if [ ${#STAGES_FAILED[@]} -gt 0 ]; then
 	echo "test.sh: failed: ${STAGES_FAILED[*]}" >&2
 fi
