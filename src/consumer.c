@@ -27,6 +27,8 @@ struct cs_consumer {
 	cs_rebalance_t *events, **events_tail;
 	bool closing;  /* rd_kafka_consumer_close() is running: revocations are let go at once */
 	bool held;     /* cs_consumer_hold(true) in force */
+	bool brokers_down;    /* librdkafka reported all brokers down; cleared by a sign of life */
+	int64_t probe_at;     /* when to ask the brokers again (cs_consumer_probe), ms */
 	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off */
 	int64_t wake_every;   /* kick the waker after taking this many bytes (a quarter of the queue) */
 	int64_t wake_bytes;   /* bytes taken since the last kick */
@@ -222,6 +224,46 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	ev->lost = !ev->assign && rd_kafka_assignment_lost(rk);
 	*c->events_tail = ev;
 	c->events_tail = &ev->next;
+}
+
+/* librdkafka's error callback (inside poll, on the loop's thread): records, logs, waits for
+ * nothing. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	cs_consumer_t *c = opaque;
+
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+		if (!c->brokers_down)
+			cs_log_fields(CS_LOG_WARNING, "all Kafka brokers are down", "error", reason,
+				      NULL);
+		c->brokers_down = true;
+		c->stats->kafka_ok = false;
+		return;
+	}
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		char why[200];
+		rd_kafka_fatal_error(rk, why, sizeof(why));
+		snprintf(c->fatal, sizeof(c->fatal), "Kafka consumer failed: %s", why);
+		return;
+	}
+	cs_log_fields(CS_LOG_WARNING, "Kafka error", "error", reason, NULL);
+}
+
+void cs_consumer_probe(cs_consumer_t *c, int64_t now_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+
+	if (!c->brokers_down || now_ms < c->probe_at)
+		return;
+	c->probe_at = now_ms + 2000;
+	/* a metadata request goes to a broker, never to the cache */
+	if (rd_kafka_metadata(c->rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		c->brokers_down = false;
+		c->stats->kafka_ok = true;
+		cs_info("Kafka brokers answer again");
+	}
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
 }
 
 cs_rebalance_t *cs_consumer_event(cs_consumer_t *c)
@@ -448,7 +490,14 @@ rd_kafka_t *cs_consumer_rk(cs_consumer_t *c)
 
 rd_kafka_message_t *cs_consumer_poll(cs_consumer_t *c, int timeout_ms)
 {
-	return rd_kafka_consumer_poll(c->rk, timeout_ms);
+	rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, timeout_ms);
+
+	if (rkm != NULL && rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR && c->brokers_down) {
+		c->brokers_down = false; /* a message came: a broker answers */
+		c->stats->kafka_ok = true;
+		cs_info("Kafka brokers answer again");
+	}
+	return rkm;
 }
 
 /* True unless [worker] fetch_wake = off. */
@@ -579,6 +628,7 @@ cs_consumer_t *cs_consumer_new(const cs_config_t *cfg, const cs_replay_opts_t *r
 		c->wake_every = strtoll(why, NULL, 10) * 1024 / 4;
 	if (replay == NULL)
 		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
 	rd_kafka_conf_set_opaque(conf, c);
 	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
 	if (c->rk == NULL) {

@@ -930,9 +930,6 @@ static cs_err_t handle(cs_worker_t *w, rd_kafka_message_t *rkm)
 	if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		w->stats.kafka_ok = true;
 		err = take_message(w, rkm);
-	} else if (rkm->err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-		w->stats.kafka_ok = false;
-		cs_warn("all Kafka brokers are down");
 	} else if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
 		if (w->replay != NULL && rkm->rkt != NULL)
 			cs_replay_eof(w->replay, w->rk, rd_kafka_topic_name(rkm->rkt), rkm->partition,
@@ -1020,6 +1017,7 @@ static cs_err_t housekeeping(cs_worker_t *w)
 		return err;
 	if (w->replay == NULL)
 		check_health(w);
+	cs_consumer_probe(w->cons, now_ms());
 	if (now_ms() - w->stats.heartbeat_ms >= 100)
 		publish(w);
 	if (w->cfg->stats_interval_s > 0 &&
@@ -1097,13 +1095,17 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 }
 
 /* Connect a writer at start-up: a PostgreSQL that cannot be reached yet is waited for (the
- * loop connects again), a table that does not match its spec stops the worker.
+ * loop connects again; once one connection failed, the others wait for their first use), a
+ * table that does not match its spec stops the worker.
  * @returns CS_OK, or CS_ERR_FATAL with errstr. */
 static cs_err_t connect_at_start(cs_worker_t *w, cs_writer_t *writer, char *errstr,
 				 size_t errstr_size)
 {
-	cs_err_t err = cs_writer_connect(writer, errstr, errstr_size);
+	cs_err_t err;
 
+	if (!w->stats.pg_ok)
+		return CS_OK;
+	err = cs_writer_connect(writer, errstr, errstr_size);
 	if (err == CS_ERR_RETRIABLE) {
 		cs_log_fields(CS_LOG_WARNING, "PostgreSQL not reachable yet: waiting for it",
 			      "error", errstr, NULL);

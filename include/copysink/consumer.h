@@ -176,6 +176,11 @@ void cs_consumer_commit(cs_consumer_t *c, const rd_kafka_topic_partition_list_t 
  * has been taken (fetchwake.h). */
 void cs_consumer_taken(cs_consumer_t *c, size_t bytes);
 
+/* While librdkafka reports all brokers down (stats->kafka_ok false, /readyz 503), ask a broker
+ * for metadata at most every 2 s, waiting up to 1 s: the first answer (or message) sets
+ * kafka_ok again. A no-op otherwise. `now_ms` is the monotonic clock. */
+void cs_consumer_probe(cs_consumer_t *c, int64_t now_ms);
+
 /* A fatal error met inside a callback (out of memory recording a rebalance), or NULL. */
 const char *cs_consumer_fatal(const cs_consumer_t *c);
 
