@@ -333,6 +333,15 @@ void cs_consumer_revoke(cs_consumer_t *c, cs_rebalance_t *ev)
 {
 	rd_kafka_error_t *error = NULL;
 
+	/* librdkafka keeps a partition's application pause across an unassignment (2.0.2 resets
+	 * only its own on assignment): one revoked while paused would come back paused, with
+	 * nothing here to resume it */
+	for (int i = 0; i < ev->parts->cnt; i++) {
+		cs_consumer_part_t *p = cs_consumer_find(c, ev->parts->elems[i].topic,
+							 ev->parts->elems[i].partition);
+		if (p != NULL && p->paused != 0)
+			resume_part(c, p, p->paused);
+	}
 	if (cooperative(c))
 		error = rd_kafka_incremental_unassign(c->rk, ev->parts);
 	else
