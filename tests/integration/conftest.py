@@ -7,9 +7,12 @@ scripts/test.sh starts PostgreSQL and a Kafka broker and exports:
 Each test gets its own database and topic names, so tests do not see each other's data.
 """
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import psycopg2
@@ -157,10 +160,51 @@ class Kafka:
         c.close()
         return msgs
 
+    def describe_group(self, group):
+        """(state name, {member id: {(topic, partition)}}) from the group coordinator."""
+        desc = self.admin.describe_consumer_groups([group], request_timeout=10)[group]
+        d = desc.result(timeout=15)
+        return (d.state.name if d.state is not None else "UNKNOWN",
+                {m.member_id: {(tp.topic, tp.partition)
+                               for tp in (m.assignment.topic_partitions if m.assignment else [])}
+                 for m in d.members})
+
+    def wait_group_balanced(self, group, members, partitions, timeout=60):
+        """Wait until the group is Stable with `members` members, `partitions` (a set of
+        (topic, partition)) all assigned, each to one member, and every member holding at least
+        one when there are enough to go round. Returns {member id: partitions}."""
+        seen = [None]
+
+        def balanced():
+            try:
+                state, got = self.describe_group(group)
+            except Exception as e:  # the coordinator is moving, the broker restarting
+                seen[0] = repr(e)
+                return False
+            seen[0] = (state, got)
+            held = [tp for tps in got.values() for tp in tps]
+            return (state == "STABLE" and len(got) == members and
+                    sorted(held) == sorted(partitions) and
+                    (len(partitions) < members or all(got.values())))
+
+        wait_for(balanced, timeout, f"group {group} balanced over {members} members "
+                 f"(last seen: {seen[0]})")
+        return seen[0][1]
+
 
 @pytest.fixture
 def kafka(kafka_bootstrap):
     return Kafka(kafka_bootstrap)
+
+
+# The worker's log lines the tests wait for (src/worker.c); logfmt escapes the quotes.
+PARTITION_EVENT = (r'partition \\"(?P<topic>[^"\\]+)\\" \[(?P<partition>\d+)\] '
+                   r'(?P<event>assigned|revoked|lost)')
+ASSIGNED = r'partition \\"[^"\\]+\\" \[\d+\] assigned'
+REBALANCED = r'partition \\"[^"\\]+\\" \[\d+\] (?:assigned|revoked|lost)'
+RETRYING = r'batch not written, will retry'
+COMMITTED = r'msg="batch committed"'
+STARTED = r'msg="copysink \S+ started'
 
 
 class Worker:
@@ -204,9 +248,50 @@ class Worker:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def log_text(self):
+    def log_text(self, since=0):
+        """The log from byte `since` on (a mark from log_size())."""
         with open(self.log_path, "rb") as f:
+            f.seek(since)
             return f.read().decode("utf-8", "replace")
+
+    def log_size(self):
+        """A mark for log_text() and wait_log(): the log's length in bytes now."""
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_log(self, pattern, timeout=60, since=0, count=1, allow_exit=False):
+        """Wait until the regex `pattern` matches `count` times in the log after mark `since`;
+        returns the matches. Fails at once, with the log's tail, if the worker exits first
+        (unless allow_exit: then returns what matched by then)."""
+        rx = re.compile(pattern)
+        deadline = time.time() + timeout
+        while True:
+            found = list(rx.finditer(self.log_text(since)))
+            if len(found) >= count:
+                return found
+            if not self.alive():
+                if allow_exit:
+                    return found
+                raise AssertionError(f"{self.log_path}: the worker exited (code "
+                                     f"{self.proc and self.proc.returncode}) before "
+                                     f"{count} x /{pattern}/:\n" + self.log_text()[-3000:])
+            if time.time() > deadline:
+                raise AssertionError(f"{self.log_path}: timed out after {timeout}s waiting "
+                                     f"for {count} x /{pattern}/:\n" + self.log_text()[-3000:])
+            time.sleep(0.05)
+
+    def assignment(self):
+        """The partitions the worker holds now, from its assigned/revoked/lost lines."""
+        held = set()
+        for m in re.finditer(PARTITION_EVENT, self.log_text()):
+            tp = (m["topic"], int(m["partition"]))
+            if m["event"] == "assigned":
+                held.add(tp)
+            else:
+                held.discard(tp)
+        return held
 
 
 @pytest.fixture
@@ -256,6 +341,26 @@ def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra=
         lines += [f"[table {name}]", f"topic = {topic}", f"on_conflict = {mode}", ""]
     path.write_text("\n".join(lines) + extra)
     return str(path)
+
+
+def free_port():
+    """A TCP port on loopback that nothing listens on now (for [http] listen)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric(port, name):
+    """The value of an unlabelled sample of the worker's /metrics, None when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            body = r.read().decode()
+    except OSError:
+        return None
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 def wait_for(predicate, timeout, what, interval=0.25):
@@ -328,11 +433,13 @@ def produce_events(kafka, topic, ids, producer="p"):
                           for i in ids])
 
 
-def assert_events_exactly_once(conninfo, ids):
+def assert_events_exactly_once(conninfo, ids, table="events"):
+    """`table` (an insert-only table of EVENTS_SPEC's columns) holds each of `ids` exactly
+    once, with its own payload, and nothing else."""
     with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
-        cur.execute("SELECT id, count(*) FROM events GROUP BY id HAVING count(*) > 1")
+        cur.execute(f'SELECT id, count(*) FROM "{table}" GROUP BY id HAVING count(*) > 1')
         dups = cur.fetchall()
-        cur.execute("SELECT id, payload FROM events ORDER BY id")
+        cur.execute(f'SELECT id, payload FROM "{table}" ORDER BY id')
         rows = cur.fetchall()
     assert dups == [], f"{len(dups)} ids written more than once, e.g. {dups[:5]}"
     got = [r[0] for r in rows]
@@ -368,3 +475,64 @@ def pytest_runtest_makereport(item, call):
     if report.skipped:
         report.outcome = "failed"
         report.longrepr = f"test skipped, which this suite counts as a failure: {report.longrepr}"
+
+
+class EventFeeder:
+    """A thread producing events (EVENTS_SPEC rows, ids 0, 1, 2 ...) at a paced rate, round
+    robin over `topics`, until stop(). ids[topic] lists what was delivered to each topic;
+    errors holds any delivery error."""
+
+    def __init__(self, kafka, topics, rate=500, chunk=25):
+        import threading
+        self.kafka, self.topics, self.rate, self.chunk = kafka, list(topics), rate, chunk
+        self.ids = {t: [] for t in self.topics}
+        self.errors = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        import msgpack
+        p = Producer({"bootstrap.servers": self.kafka.bootstrap, "enable.idempotence": True,
+                      "linger.ms": 5, "message.timeout.ms": 300000})
+
+        def report(err, msg):
+            if err is not None:
+                self.errors.append(err)
+            else:
+                self.ids[msg.topic()].append(msgpack.unpackb(msg.key())[0])
+
+        i, t0 = 0, time.time()
+        while not self._stop.is_set():
+            for _ in range(self.chunk):
+                topic = self.topics[i % len(self.topics)]
+                value = msgpack.packb({"id": i, "producer": "feeder",
+                                       "payload": {"n": i, "s": f"event {i}"}})
+                while True:
+                    try:
+                        p.produce(topic, key=msgpack.packb([i]), value=value,
+                                  on_delivery=report)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                i += 1
+            p.poll(0)
+            self.sent = i
+            # pacing: rate entries per second in all
+            ahead = t0 + i / self.rate - time.time()
+            if ahead > 0:
+                self._stop.wait(ahead)
+        if p.flush(300) != 0:
+            self.errors.append("messages not delivered within 300 s")
+
+    def stop(self):
+        """Stop producing, wait for every delivery report; returns ids by topic."""
+        self._stop.set()
+        self._thread.join()
+        assert not self.errors, self.errors[:3]
+        assert sum(len(v) for v in self.ids.values()) == self.sent
+        return self.ids

@@ -7,8 +7,8 @@ import threading
 import time
 import urllib.request
 
-from conftest import (assert_events_exactly_once, end_offsets, events_config, produce_events,
-                      stored_offsets, wait_for)
+from conftest import (ASSIGNED, RETRYING, assert_events_exactly_once, end_offsets, events_config,
+                      free_port, metric, produce_events, stored_offsets, wait_for)
 
 
 def migrate(copysink_bin, config):
@@ -72,10 +72,11 @@ def test_zombie_is_fenced(tmp_path, database, kafka, workers, copysink_bin):
     kafka.create_topics({topic: 2})
     group = "g-" + kafka.prefix
     fast = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+    port = free_port()
     cfg_a = events_config(tmp_path, "a.ini", kafka=kafka, conninfo=database, topic=topic,
                           group=group, batch={"max_rows": 100000, "linger_ms": 6000,
                                               "write_when_idle": "off"},
-                          kafka_settings=fast)
+                          kafka_settings=fast, http_listen=f"127.0.0.1:{port}")
     cfg_b = events_config(tmp_path, "b.ini", kafka=kafka, conninfo=database, topic=topic,
                           group=group, batch={"max_rows": 100000, "linger_ms": 200},
                           kafka_settings=fast)
@@ -83,20 +84,22 @@ def test_zombie_is_fenced(tmp_path, database, kafka, workers, copysink_bin):
     ids = list(range(1000))
 
     a = workers(cfg_a, "a").start()
-    wait_for(lambda: "assigned" in a.log_text(), 60, "A to get partitions")
+    a.wait_log(ASSIGNED, timeout=60, count=2)
     produce_events(kafka, topic, ids)
     ends = end_offsets(kafka, topic)
-    time.sleep(2)  # A has consumed everything into its batch; linger is 6 s
+    # A has consumed everything into its batch (linger is 6 s), and written nothing yet
+    wait_for(lambda: metric(port, "copysink_messages_total") == len(ids), 5,
+             "A to consume every entry")
+    assert stored_offsets(database, group) == {}, "A wrote before its linger: nothing to test"
     a.proc.send_signal(signal.SIGSTOP)
     b = workers(cfg_b, "b").start()
     wait_for(lambda: stored_offsets(database, group) == ends, 120, "B to commit everything")
     a.proc.send_signal(signal.SIGCONT)
-    time.sleep(8)  # A's linger has long passed: it writes (fenced) or learns it lost the partitions
+    # A's linger has long passed: it writes (fenced) or learns it lost the partitions
+    a.wait_log(r"fenced|\] lost", timeout=60)
     assert a.alive() and b.alive()
     assert b.stop() == 0
     assert a.stop() == 0
-    log = a.log_text()
-    assert "fenced" in log or "lost" in log, log[-3000:]
     assert_events_exactly_once(database, ids)
     assert stored_offsets(database, group) == ends
 
@@ -122,9 +125,11 @@ def test_zombie_batch_is_fenced(tmp_path, database, kafka, workers, copysink_bin
     ids = list(range(1000))
 
     a = workers(cfg_a, "a").start(env={"COPYSINK_TEST_STALL_BEFORE_WRITE_MS": "12000"})
-    wait_for(lambda: a.log_text().count("assigned") >= 2, 60, "A to get both partitions")
+    a.wait_log(ASSIGNED, timeout=60, count=2)
     b = workers(cfg_b, "b").start()
-    time.sleep(3)  # B has joined and taken one partition; A holds the other
+    # B has joined and taken one partition; A holds the other
+    b.wait_log(ASSIGNED, timeout=60)
+    kafka.wait_group_balanced(group, 2, {(topic, 0), (topic, 1)}, timeout=60)
     produce_events(kafka, topic, ids)
     ends = end_offsets(kafka, topic)
     wait_for(lambda: stored_offsets(database, group) == ends, 60, "B to commit everything")
@@ -143,15 +148,18 @@ def test_sigterm_writes_pending_batch(tmp_path, database, kafka, workers, copysi
     topic = kafka.topic("events")
     kafka.create_topics({topic: 3})
     group = "g-" + kafka.prefix
+    port = free_port()
     config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
                            group=group, batch={"max_rows": 100000, "linger_ms": 60000,
-                                               "write_when_idle": "off"})
+                                               "write_when_idle": "off"},
+                           http_listen=f"127.0.0.1:{port}")
     migrate(copysink_bin, config)
     w = workers(config).start()
-    wait_for(lambda: "assigned" in w.log_text(), 60, "partitions")
+    w.wait_log(ASSIGNED, timeout=60, count=3)
     ids = list(range(2000))
     produce_events(kafka, topic, ids)
-    time.sleep(3)
+    wait_for(lambda: metric(port, "copysink_messages_total") == len(ids), 30,
+             "the worker to consume every entry")
     assert stored_offsets(database, group) == {}, "nothing may be written before linger_ms"
     t0 = time.time()
     assert w.stop(timeout=30) == 0, w.log_text()[-3000:]
@@ -214,27 +222,29 @@ def test_postgres_outage(tmp_path, database, kafka, workers, copysink_bin, serve
     topic = kafka.topic("events")
     kafka.create_topics({topic: 3})
     group = "g-" + kafka.prefix
+    port = free_port()
     config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
                            group=group, batch={"max_rows": 500, "linger_ms": 100},
-                           http_listen="127.0.0.1:19388")
+                           http_listen=f"127.0.0.1:{port}")
     migrate(copysink_bin, config)
     w = workers(config).start()
-    wait_for(lambda: http_status("http://127.0.0.1:19388/readyz") == 200, 60, "ready")
+    wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 60, "ready")
     produce_events(kafka, topic, range(0, 1000))
     wait_for(lambda: sum(stored_offsets(database, group).values()) == 1000, 60, "first part")
+    mark = w.log_size()
     servers.pg_stop()
     try:
         produce_events(kafka, topic, range(1000, 3000))
-        wait_for(lambda: http_status("http://127.0.0.1:19388/readyz") == 503, 60,
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 503, 60,
                  "readyz to report the outage")
-        assert http_status("http://127.0.0.1:19388/healthz") == 200
-        time.sleep(3)
-        assert w.alive(), w.log_text()[-3000:]
+        assert http_status(f"http://127.0.0.1:{port}/healthz") == 200
+        # it keeps retrying (fails if it exits instead)
+        w.wait_log(RETRYING, timeout=60, since=mark, count=3)
     finally:
         servers.pg_start()
     ends = end_offsets(kafka, topic)
     wait_for(lambda: stored_offsets(database, group) == ends, 120, "catch-up after the outage")
-    wait_for(lambda: http_status("http://127.0.0.1:19388/readyz") == 200, 30, "ready again")
+    wait_for(lambda: http_status(f"http://127.0.0.1:{port}/readyz") == 200, 30, "ready again")
     assert w.stop() == 0
     assert "will retry" in w.log_text()
     assert_events_exactly_once(database, list(range(3000)))
@@ -258,9 +268,10 @@ def test_second_signal_exits_at_once(tmp_path, database, kafka, workers, copysin
         produce_events(kafka, topic, range(600))
         wait_for(lambda: "will retry" in w.log_text() or not w.alive(), 60, "a retry")
         w.proc.send_signal(signal.SIGTERM)
-        wait_for(lambda: "stopping: writing what is pending" in w.log_text() or not w.alive(),
-                 30, "the drain to start")
-        time.sleep(1)
+        drain = w.wait_log("stopping: writing what is pending", timeout=30)[0]
+        # the drain waits for PostgreSQL within its grace period: it retries, alive
+        w.wait_log(RETRYING, timeout=10,
+                   since=len(w.log_text()[:drain.end()].encode()))
         assert w.alive(), "the drain must wait for PostgreSQL within its grace period"
         t0 = time.time()
         w.proc.send_signal(signal.SIGINT)
@@ -316,9 +327,14 @@ def test_scale_one_three_one(tmp_path, database, kafka, workers, copysink_bin):
     first = workers(config, "w1").start()
     feeder = threading.Thread(target=feed)
     feeder.start()
-    time.sleep(3)
+    first.wait_log(ASSIGNED, timeout=60, count=6)
+    wait_for(lambda: stored_offsets(database, group), 60, "the first worker's first batch")
     more = [workers(config, f"w{i}").start() for i in (2, 3)]
-    time.sleep(5)
+    # the two joined, each holds partitions and the first gave some up
+    for m in more:
+        m.wait_log(ASSIGNED, timeout=60)
+    kafka.wait_group_balanced(group, 3, {(topic, p) for p in range(6)}, timeout=60)
+    assert "] revoked" in first.log_text(), first.log_text()[-3000:]
     for m in more:
         assert m.stop() == 0, m.log_text()[-3000:]
     feeder.join()
