@@ -1,5 +1,6 @@
-"""A rolling restart by SIGTERM, many times over: three workers in one group (the
-cooperative-sticky assignor, the worker's default) on two insert-only tables with several
+"""A rolling restart by SIGTERM, many times over: three workers in one group (the worker's
+default assignor: roundrobin on librdkafka before 2.4, cooperative-sticky after) on two
+insert-only tables with several
 partitions, entries flowing at a paced rate. Each round SIGTERMs one of the three (rotating),
 waits for it to exit, requires exit code 0 and no "Assertion" in its log, and starts a
 replacement. Most rounds wait until the replacement has been assigned partitions before the
@@ -11,7 +12,8 @@ worker in the rotation (a scale-down while the group rebalances). At the end bot
 every produced entry exactly once.
 
 COPYSINK_ROLLING_SIGTERMS (default 50) and COPYSINK_ROLLING_RATE (entries/s, default 400)
-override the size of the run. The figures are printed as one JSON line.
+override the size of the run. The figures are printed as one JSON line, and written to
+COPYSINK_ROLLING_REPORT=FILE when set.
 """
 import json
 import os
@@ -123,6 +125,9 @@ def test_rolling_sigterm(tmp_path, database, kafka, workers, copysink_bin):
                "assertion_in_log": len(asserted), "lost": lost, "duplicated": dup,
                "longest_exit_s": round(max(exit_secs), 1)}
     print("rolling sigterm figures:", json.dumps(figures))
+    if os.environ.get("COPYSINK_ROLLING_REPORT"):
+        with open(os.environ["COPYSINK_ROLLING_REPORT"], "w") as f:
+            f.write(json.dumps(figures, indent=2) + "\n")
 
     assert codes.count(0) == SIGTERMS, (f"{SIGTERMS - codes.count(0)} of {SIGTERMS} SIGTERMs "
                                         f"did not exit 0 ({aborts} SIGABRT): {codes}")
