@@ -1097,7 +1097,7 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 /* Connect a writer at start-up: a PostgreSQL that cannot be reached yet is waited for (the
  * loop connects again; once one connection failed, the others wait for their first use), a
  * table that does not match its spec stops the worker.
- * @returns CS_OK, or CS_ERR_FATAL with errstr. */
+ * @returns CS_OK, or the error with errstr. */
 static cs_err_t connect_at_start(cs_worker_t *w, cs_writer_t *writer, char *errstr,
 				 size_t errstr_size)
 {
@@ -1106,7 +1106,9 @@ static cs_err_t connect_at_start(cs_worker_t *w, cs_writer_t *writer, char *errs
 	if (!w->stats.pg_ok)
 		return CS_OK;
 	err = cs_writer_connect(writer, errstr, errstr_size);
-	if (err == CS_ERR_RETRIABLE) {
+	/* a replay is a command, not a service: it needs the column encodings that connecting
+	 * reads from the catalog before its first message, and says at once when it cannot */
+	if (err == CS_ERR_RETRIABLE && w->ropts == NULL) {
 		cs_log_fields(CS_LOG_WARNING, "PostgreSQL not reachable yet: waiting for it",
 			      "error", errstr, NULL);
 		w->stats.pg_ok = false;
@@ -1216,8 +1218,10 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 		w->lane_max_bytes = 1048576;
 	w->write_when_idle = cfg->batch_write_when_idle == NULL ||
 			     strcmp(cfg->batch_write_when_idle, "off") != 0;
-	if (connect_at_start(w, w->ctl, errstr, errstr_size) != CS_OK)
-		goto fail;
+	*err = connect_at_start(w, w->ctl, errstr, errstr_size);
+	if (*err != CS_OK)
+		goto fail; /* a replay with PostgreSQL down: retriable */
+	*err = CS_ERR_FATAL;
 	for (int i = 0; i < w->nlanes; i++)
 		if (lane_init(w, i, &limits, group, errstr, errstr_size) != CS_OK)
 			goto fail;
