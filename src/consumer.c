@@ -29,6 +29,7 @@ struct cs_consumer {
 	bool held;     /* cs_consumer_hold(true) in force */
 	bool brokers_down;    /* librdkafka reported all brokers down; cleared by a sign of life */
 	int64_t probe_at;     /* when to ask the brokers again (cs_consumer_probe), ms */
+	int64_t reset;        /* auto.offset.reset as a logical offset (BEGINNING or END) */
 	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off */
 	int64_t wake_every;   /* kick the waker after taking this many bytes (a quarter of the queue) */
 	int64_t wake_bytes;   /* bytes taken since the last kick */
@@ -178,7 +179,7 @@ static int seek_part(cs_consumer_t *c, cs_consumer_part_t *p, int64_t offset, ch
 				       : rd_kafka_err2str(list->elems[0].err));
 		rc = -1;
 	} else {
-		p->next = offset;
+		p->next = offset >= 0 ? offset : -1; /* a logical one: the first message says */
 		p->sought = true;
 	}
 	if (error != NULL)
@@ -303,8 +304,12 @@ cs_err_t cs_consumer_assign(cs_consumer_t *c, cs_rebalance_t *ev, const bool *kn
 		p->sought = true;
 		p->next = known[i] && e->offset >= 0 ? e->offset : -1;
 		set_stored(c, p, known[i] && e->offset >= 0 ? e->offset : -1);
+		/* not known: an absolute placeholder, paused below before anything is fetched, and
+		 * sought once the stored offset is read. A logical offset here would start
+		 * librdkafka's own committed-offset and auto.offset.reset lookups, which fail a seek
+		 * made before they end ("Erroneous state") and move the position after it. */
 		if (!known[i])
-			e->offset = RD_KAFKA_OFFSET_INVALID; /* sought once the stored offset is read */
+			e->offset = 0;
 	}
 	if (cooperative(c))
 		error = rd_kafka_incremental_assign(c->rk, parts);
@@ -359,6 +364,27 @@ void cs_consumer_revoke(cs_consumer_t *c, cs_rebalance_t *ev)
 	pop_event(c);
 }
 
+/* Where a partition with no stored offset starts: its offset committed to Kafka, else
+ * auto.offset.reset (a logical offset the seek resolves).
+ * @returns the offset, or RD_KAFKA_OFFSET_INVALID with errstr when the broker did not answer. */
+static int64_t committed_or_reset(cs_consumer_t *c, const cs_consumer_part_t *p, char *errstr,
+				  size_t errstr_size)
+{
+	rd_kafka_topic_partition_list_t *list = one(p->topic, p->partition, RD_KAFKA_OFFSET_INVALID);
+	rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, list, SEEK_TIMEOUT_MS);
+	int64_t offset = list->elems[0].offset;
+
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		err = list->elems[0].err;
+	rd_kafka_topic_partition_list_destroy(list);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(errstr, errstr_size, "could not read the committed offset of \"%s\" [%d]: %s",
+			 p->topic, (int)p->partition, rd_kafka_err2str(err));
+		return RD_KAFKA_OFFSET_INVALID;
+	}
+	return offset >= 0 ? offset : c->reset;
+}
+
 cs_err_t cs_consumer_start(cs_consumer_t *c, const char *topic, int32_t partition,
 			   int64_t stored, char *errstr, size_t errstr_size)
 {
@@ -366,16 +392,13 @@ cs_err_t cs_consumer_start(cs_consumer_t *c, const char *topic, int32_t partitio
 
 	if (p == NULL)
 		return CS_OK; /* revoked meanwhile */
+	int64_t at = stored;
+
+	if (at < 0 && (at = committed_or_reset(c, p, errstr, errstr_size)) == RD_KAFKA_OFFSET_INVALID)
+		return CS_ERR_RETRIABLE;
+	if (seek_part(c, p, at, errstr, errstr_size) != 0)
+		return CS_ERR_RETRIABLE;
 	set_stored(c, p, stored);
-	if (stored >= 0) {
-		if (seek_part(c, p, stored, errstr, errstr_size) != 0)
-			return CS_ERR_FATAL;
-	} else {
-		/* nothing stored: librdkafka's own start (committed offset or auto.offset.reset);
-		 * the first message sets the position */
-		p->next = -1;
-		p->sought = true;
-	}
 	p->ready = true;
 	resume_part(c, p, PAUSE_LOOKUP);
 	return CS_OK;
@@ -635,6 +658,11 @@ cs_consumer_t *cs_consumer_new(const cs_config_t *cfg, const cs_replay_opts_t *r
 	if (rd_kafka_conf_get(conf, "queued.max.messages.kbytes", why, &(size_t){sizeof(why)}) ==
 	    RD_KAFKA_CONF_OK)
 		c->wake_every = strtoll(why, NULL, 10) * 1024 / 4;
+	c->reset = RD_KAFKA_OFFSET_BEGINNING;
+	if (rd_kafka_conf_get(conf, "auto.offset.reset", why, &(size_t){sizeof(why)}) ==
+		    RD_KAFKA_CONF_OK &&
+	    (strcmp(why, "latest") == 0 || strcmp(why, "largest") == 0 || strcmp(why, "end") == 0))
+		c->reset = RD_KAFKA_OFFSET_END;
 	if (replay == NULL)
 		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 	rd_kafka_conf_set_error_cb(conf, error_cb);

@@ -423,8 +423,10 @@ static cs_err_t resync_partitions(lane_t *l)
 			continue;
 		}
 		if (cs_consumer_start(w->cons, parts[i].topic, parts[i].partition, stored, w->errstr,
-				      sizeof(w->errstr)) != CS_OK)
-			return CS_ERR_FATAL;
+				      sizeof(w->errstr)) != CS_OK) {
+			cs_warn("%s", w->errstr); /* tried again with the partitions still waiting */
+			cs_consumer_wait(w->cons, parts[i].topic, parts[i].partition);
+		}
 	}
 	return CS_OK;
 }
@@ -795,6 +797,9 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 		err = read_stored(w, topic, partition, &stored);
 		if (err == CS_ERR_FATAL)
 			return err;
+		if (err == CS_OK)
+			err = cs_consumer_start(w->cons, topic, partition, stored, w->errstr,
+						sizeof(w->errstr));
 		if (err != CS_OK) {
 			cs_log_fields(CS_LOG_WARNING, "stored offsets not read: the assigned "
 				      "partitions wait, paused", "error", w->errstr, NULL);
@@ -802,9 +807,6 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 			w->lookup_backoff_ms = next_backoff(w, w->lookup_backoff_ms);
 			return CS_OK;
 		}
-		if (cs_consumer_start(w->cons, topic, partition, stored, w->errstr,
-				      sizeof(w->errstr)) != CS_OK)
-			return CS_ERR_FATAL;
 		log_start(topic, partition, stored);
 	}
 	w->lookup_backoff_ms = w->cfg->retry_backoff_ms;

@@ -121,7 +121,8 @@ cs_rebalance_t *cs_consumer_event(cs_consumer_t *c);
  * Act on the assignment `ev` (the first event): assign its partitions with elems[i].offset as
  * their start (a stored offset, or RD_KAFKA_OFFSET_INVALID when none is stored: the committed
  * offset or auto.offset.reset). Where known[i] is false the stored offset could not be read:
- * the partition is paused and takes nothing until cs_consumer_start().
+ * the partition is assigned at a placeholder offset, paused before anything is fetched, and
+ * takes nothing until cs_consumer_start().
  * @returns CS_OK, or CS_ERR_FATAL with errstr (out of memory, librdkafka refused).
  */
 cs_err_t cs_consumer_assign(cs_consumer_t *c, cs_rebalance_t *ev, const bool *known,
@@ -131,11 +132,12 @@ cs_err_t cs_consumer_assign(cs_consumer_t *c, cs_rebalance_t *ev, const bool *kn
 void cs_consumer_revoke(cs_consumer_t *c, cs_rebalance_t *ev);
 
 /*
- * Position topic/partition at its stored offset `stored` (-1: none stored: the committed
- * offset or auto.offset.reset) after a read of copysink_offsets: an assignment whose lookup
- * failed, or a batch that was fenced. Seeks, marks it ready, resumes it if this module paused
- * it for the lookup.
- * @returns CS_OK; CS_ERR_FATAL with errstr when the seek failed.
+ * Position topic/partition at its stored offset `stored` after a read of copysink_offsets: an
+ * assignment whose lookup failed, or a batch that was fenced. With none stored (-1) it starts
+ * at its offset committed to Kafka, else at auto.offset.reset. Seeks, marks it ready, resumes
+ * it if this module paused it for the lookup.
+ * @returns CS_OK; CS_ERR_RETRIABLE with errstr when the seek or the committed offset failed:
+ *          the partition keeps waiting, paused (call again later).
  */
 cs_err_t cs_consumer_start(cs_consumer_t *c, const char *topic, int32_t partition,
 			   int64_t stored, char *errstr, size_t errstr_size);

@@ -11,6 +11,11 @@ from conftest import (ASSIGNED, RETRYING, assert_events_exactly_once, end_offset
                       free_port, metric, produce_events, stored_offsets, wait_for)
 
 
+
+# the test broker allows sessions from 1 s (scripts/kafka.sh): a worker that was killed or
+# exited at once leaves the group within seconds
+FAST_SESSION = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500}
+
 def migrate(copysink_bin, config):
     subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
 
@@ -32,8 +37,10 @@ def test_killed_between_db_commit_and_kafka_commit(tmp_path, database, kafka, wo
     topic = kafka.topic("events")
     kafka.create_topics({topic: 3})
     group = "g-" + kafka.prefix
+    # a short session: the killed worker's membership ends within seconds, not 45 s
     config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
-                           group=group, batch={"max_rows": 300, "linger_ms": 50})
+                           group=group, batch={"max_rows": 300, "linger_ms": 50},
+                           kafka_settings=FAST_SESSION)
     migrate(copysink_bin, config)
     ids = list(range(3000))
     produce_events(kafka, topic, ids)
@@ -259,7 +266,8 @@ def test_second_signal_exits_at_once(tmp_path, database, kafka, workers, copysin
     kafka.create_topics({topic: 2})
     group = "g-" + kafka.prefix
     config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
-                           group=group, batch={"max_rows": 500, "linger_ms": 100})
+                           group=group, batch={"max_rows": 500, "linger_ms": 100},
+                           kafka_settings=FAST_SESSION)
     migrate(copysink_bin, config)
     w = workers(config).start()
     wait_for(lambda: w.log_text().count("assigned") >= 2, 60, "partitions")
