@@ -41,10 +41,35 @@ const char *cs_consumer_default_strategy(int rdkafka_version)
 	return rdkafka_version >= 0x020400ff ? "cooperative-sticky" : "roundrobin";
 }
 
+/* True when the group uses the cooperative protocol (NULL: no group yet, or unknown). */
+static bool protocol_cooperative(rd_kafka_t *rk)
+{
+	const char *protocol = rd_kafka_rebalance_protocol(rk);
+
+	return protocol != NULL && strcmp(protocol, "COOPERATIVE") == 0;
+}
+
 /* True when the group uses the cooperative protocol. */
 static bool cooperative(cs_consumer_t *c)
 {
-	return strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE") == 0;
+	return protocol_cooperative(c->rk);
+}
+
+/* Answer a rebalance without taking part in it: librdkafka waits for an assign call after
+ * every rebalance event (close included), and gets one here when the worker cannot track the
+ * partitions (out of memory, closing, a failed assignment). */
+static void let_go(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, bool assign)
+{
+	rd_kafka_error_t *error = NULL;
+
+	/* a closing consumer's assignment is taken as an unassignment by librdkafka */
+	if (protocol_cooperative(rk))
+		error = assign ? rd_kafka_incremental_assign(rk, parts)
+			       : rd_kafka_incremental_unassign(rk, parts);
+	else
+		rd_kafka_assign(rk, NULL);
+	if (error != NULL)
+		rd_kafka_error_destroy(error);
 }
 
 /* One-partition list at `offset`. */
@@ -198,16 +223,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	cs_rebalance_t *ev;
 
 	if (c->closing) {
-		rd_kafka_error_t *error = NULL;
-		/* a closing consumer's assignment is taken as an unassignment by librdkafka */
-		if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
-			error = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
-					? rd_kafka_incremental_assign(rk, parts)
-					: rd_kafka_incremental_unassign(rk, parts);
-		else
-			rd_kafka_assign(rk, NULL);
-		if (error != NULL)
-			rd_kafka_error_destroy(error);
+		let_go(rk, parts, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS);
 		for (int i = 0; err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS && i < parts->cnt; i++) {
 			part_remove(c, parts->elems[i].topic, parts->elems[i].partition);
 			cs_info("partition \"%s\" [%d] revoked", parts->elems[i].topic,
@@ -219,6 +235,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	if (ev == NULL || (ev->parts = rd_kafka_topic_partition_list_copy(parts)) == NULL) {
 		free(ev);
 		snprintf(c->fatal, sizeof(c->fatal), "out of memory recording a rebalance");
+		let_go(rk, parts, false); /* the loop stops; the group must not wait for it */
 		return;
 	}
 	ev->assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
@@ -352,8 +369,9 @@ void cs_consumer_revoke(cs_consumer_t *c, cs_rebalance_t *ev)
 	else
 		rd_kafka_assign(c->rk, NULL);
 	if (error != NULL) {
-		cs_error("could not let go of %d revoked partition(s): %s", ev->parts->cnt,
-			 rd_kafka_error_string(error));
+		/* librdkafka still waits for the unassignment: the loop stops, the close answers it */
+		snprintf(c->fatal, sizeof(c->fatal), "could not let go of %d revoked partition(s): %s",
+			 ev->parts->cnt, rd_kafka_error_string(error));
 		rd_kafka_error_destroy(error);
 	}
 	for (int i = 0; i < ev->parts->cnt; i++) {
@@ -432,14 +450,16 @@ bool cs_consumer_committed(cs_consumer_t *c, const char *topic, int32_t partitio
 
 	if (p == NULL)
 		return false;
-	set_stored(c, p, next_offset);
+	if (next_offset > p->stored) /* a late commit of an older batch moves nothing back */
+		set_stored(c, p, next_offset);
 	if (!p->ready || (p->next >= 0 && p->next >= next_offset))
 		return false;
 	/* assigned again while the batch was in flight: what was taken since lies below the
 	 * stored offset now; go on after it */
 	if (seek_part(c, p, next_offset, why, sizeof(why)) != 0) {
-		cs_warn("%s", why); /* stale messages are dropped by the check anyway */
-		p->next = next_offset;
+		cs_warn("%s", why);
+		p->next = next_offset; /* stale messages are dropped by the check, and a jump */
+		p->sought = false;     /* past it is sought back */
 	}
 	return true;
 }
@@ -714,15 +734,8 @@ void cs_consumer_destroy(cs_consumer_t *c)
 	if (c->rk != NULL) {
 		/* changes the loop did not act on: librdkafka waits for their assign calls */
 		while (c->events != NULL) {
-			if (c->events->assign) {
-				bool *known = calloc((size_t)c->events->parts->cnt + 1, sizeof(*known));
-				char why[256];
-				if (known == NULL ||
-				    cs_consumer_assign(c, c->events, known, why, sizeof(why)) != CS_OK)
-					pop_event(c);
-				free(known);
-			} else
-				cs_consumer_revoke(c, c->events);
+			let_go(c->rk, c->events->parts, c->events->assign);
+			pop_event(c);
 		}
 		c->closing = true;
 		rd_kafka_consumer_close(c->rk);

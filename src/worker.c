@@ -27,6 +27,7 @@
 #define ERRSTR 1024
 #define DLQ_FLUSH_MS 30000
 #define HEALTH_EVERY_MS 2000 /* /readyz learns of a PostgreSQL outage within this, idle or not */
+#define SLOW_WRITE_MS 10000  /* a write taking longer has the loop poll while it waits */
 
 /*
  * A lane: one writer connection with its thread, and the two batches of the partitions it
@@ -72,6 +73,7 @@ struct cs_worker {
 	int64_t lane_max_bytes; /* [batch] max_bytes shared among the lanes */
 	bool fatal;           /* the loop must stop with w->errstr */
 	bool rebalancing;     /* inside act_on_rebalances() */
+	bool slow_hold;       /* partitions held while a slow write is waited for */
 	bool write_when_idle; /* [batch] write_when_idle = on */
 	volatile sig_atomic_t *stop;
 	cs_stats_shared_t *shared;
@@ -90,6 +92,7 @@ static cs_err_t settle(lane_t *l, int64_t deadline);
 static cs_err_t settle_all(cs_worker_t *w, int64_t deadline);
 static cs_err_t drain(cs_worker_t *w, int64_t deadline);
 static cs_err_t act_on_rebalances(cs_worker_t *w, bool settling);
+static cs_err_t wait_polling(cs_worker_t *w, int64_t ms);
 
 /* Monotonic milliseconds. */
 static int64_t now_ms(void)
@@ -643,6 +646,39 @@ static bool prune_inflight(lane_t *l)
 	return true;
 }
 
+/* True while a lane's batch waits to be written again. */
+static bool any_retrying(const cs_worker_t *w)
+{
+	for (int i = 0; i < w->nlanes; i++)
+		if (w->lanes[i].inflight_failed)
+			return true;
+	return false;
+}
+
+/* Wait for the lane's write to finish. A write slower than SLOW_WRITE_MS (a lock wait, a
+ * long bisection, a server gone silent) must not keep the loop from polling for
+ * max.poll.interval.ms: the partitions are held (memory stays bounded) and the loop polls,
+ * acting on rebalances, until it ends. */
+static cs_err_t wait_for_write(lane_t *l)
+{
+	cs_worker_t *w = l->w;
+	int64_t start = now_ms();
+
+	while (!cs_wthread_wait_done(l->wt, 100)) {
+		if (now_ms() - start < SLOW_WRITE_MS)
+			continue;
+		if (!w->slow_hold && !w->stats.retrying) {
+			cs_warn("a write has taken over %d s: partitions paused while the loop waits",
+				SLOW_WRITE_MS / 1000);
+			w->slow_hold = true;
+			cs_consumer_hold(w->cons, true);
+		}
+		if (wait_polling(w, 100) != CS_OK)
+			return CS_ERR_FATAL;
+	}
+	return CS_OK;
+}
+
 /* Wait for the batch in flight and act on the outcome. A retriable failure leaves the batch in
  * flight position for a retry; anything else releases it. */
 static cs_err_t collect(lane_t *l)
@@ -659,8 +695,14 @@ static cs_err_t collect(lane_t *l)
 		cs_dlq_tally_reset(l->flight_tally);
 		cs_wthread_submit(l->wt, l->inflight, l->expected);
 	}
+	if (wait_for_write(l) != CS_OK)
+		return CS_ERR_FATAL;
 	err = cs_wthread_wait(l->wt, &ms, w->errstr, sizeof(w->errstr));
 	l->inflight_failed = err == CS_ERR_RETRIABLE || err == CS_ERR_FATAL;
+	if (w->slow_hold && !any_retrying(w)) {
+		w->slow_hold = false;
+		cs_consumer_hold(w->cons, false);
+	}
 	w->stats.dead_letters[CS_REASON_DB_REJECTED] += l->w_dead_db;
 	for (uint64_t i = 0; i < l->w_sqlstate_count; i++)
 		cs_stats_db_error(&w->stats, l->w_sqlstate);
@@ -782,7 +824,8 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 {
 	int nparts;
 	cs_consumer_part_t *parts = cs_consumer_parts(w->cons, &nparts);
-	cs_err_t err;
+	cs_err_t err = CS_OK;
+	bool waiting = false;
 
 	if (now_ms() < w->lookup_at_ms)
 		return CS_OK;
@@ -797,19 +840,25 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 		err = read_stored(w, topic, partition, &stored);
 		if (err == CS_ERR_FATAL)
 			return err;
-		if (err == CS_OK)
-			err = cs_consumer_start(w->cons, topic, partition, stored, w->errstr,
-						sizeof(w->errstr));
-		if (err != CS_OK) {
+		if (err != CS_OK) { /* PostgreSQL: the others would fail the same way */
 			cs_log_fields(CS_LOG_WARNING, "stored offsets not read: the assigned "
 				      "partitions wait, paused", "error", w->errstr, NULL);
-			w->lookup_at_ms = now_ms() + w->lookup_backoff_ms;
-			w->lookup_backoff_ms = next_backoff(w, w->lookup_backoff_ms);
-			return CS_OK;
+			break;
+		}
+		if (cs_consumer_start(w->cons, topic, partition, stored, w->errstr,
+				      sizeof(w->errstr)) != CS_OK) {
+			cs_log_fields(CS_LOG_WARNING, "partition not started: it waits, paused",
+				      "error", w->errstr, NULL);
+			waiting = true; /* Kafka: the other partitions may still start */
+			continue;
 		}
 		log_start(topic, partition, stored);
 	}
-	w->lookup_backoff_ms = w->cfg->retry_backoff_ms;
+	if (err != CS_OK || waiting) {
+		w->lookup_at_ms = now_ms() + w->lookup_backoff_ms;
+		w->lookup_backoff_ms = next_backoff(w, w->lookup_backoff_ms);
+	} else
+		w->lookup_backoff_ms = w->cfg->retry_backoff_ms;
 	return CS_OK;
 }
 
@@ -968,8 +1017,11 @@ static cs_err_t write_turn(cs_worker_t *w, bool queue_empty, int *timeout, bool 
 	cs_err_t err = CS_OK;
 
 	*acted = false;
+	/* a finished write is collected; a failed one is written again even if no message
+	 * arrives (its partitions are held meanwhile, e.g. after a revocation's drain gave up) */
 	for (int i = 0; i < w->nlanes && err == CS_OK; i++)
-		if (cs_wthread_busy(w->lanes[i].wt) && cs_wthread_done(w->lanes[i].wt)) {
+		if (cs_wthread_busy(w->lanes[i].wt) ? cs_wthread_done(w->lanes[i].wt)
+						    : w->lanes[i].inflight_failed) {
 			err = settle(&w->lanes[i], -1);
 			*acted = true;
 		}

@@ -131,6 +131,27 @@ bool cs_wthread_done(cs_wthread_t *t)
 	return done;
 }
 
+bool cs_wthread_wait_done(cs_wthread_t *t, int timeout_ms)
+{
+	struct timespec until;
+	bool done;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&t->lock);
+	while (t->busy && !t->done &&
+	       pthread_cond_timedwait(&t->cond, &t->lock, &until) == 0)
+		;
+	done = !t->busy || t->done;
+	pthread_mutex_unlock(&t->lock);
+	return done;
+}
+
 cs_err_t cs_wthread_wait(cs_wthread_t *t, int64_t *ms, char *errstr, size_t errstr_size)
 {
 	cs_err_t err;

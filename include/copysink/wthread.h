@@ -42,4 +42,8 @@ bool cs_wthread_done(cs_wthread_t *t);
  * and how long the write took. After this nothing is in flight. */
 cs_err_t cs_wthread_wait(cs_wthread_t *t, int64_t *ms, char *errstr, size_t errstr_size);
 
+/* Wait up to timeout_ms for the batch in flight to finish (without collecting it).
+ * @returns true when nothing is in flight any more or the write has finished. */
+bool cs_wthread_wait_done(cs_wthread_t *t, int timeout_ms);
+
 #endif /* COPYSINK_WTHREAD_H */
