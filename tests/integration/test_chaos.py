@@ -375,7 +375,11 @@ def test_chaos(tmp_path, database, kafka, workers, copysink_bin, servers):
     lost += len(set(range(EVENTS)) - set(ids))
     duplicated = len(ids) - len(set(ids))
     dead_lettered = sum(len(kafka.read_all(t + ".dlq", 0, timeout=1)) for t in topics.values())
+    commit = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)),
+                             "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "commit": commit.stdout.strip() or "unknown",
+              "seed": int(os.environ.get("COPYSINK_CHAOS_SEED", "7")),
               "seconds": round(time.time() - started, 1),
               "entries": ENTRIES,
               "entries_per_table": {**COUNTS, "events (insert-only)": EVENTS},

@@ -117,7 +117,10 @@ def test_rolling_sigterm(tmp_path, database, kafka, workers, copysink_bin):
             dup += len(got) - len(set(got))
             lost += len(set(ids[topics[t]]) - set(got))
     aborts = sum(1 for c in codes if c == -signal.SIGABRT)
+    commit = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)),
+                             "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     figures = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "commit": commit.stdout.strip() or "unknown",
                "seconds": round(time.time() - started, 1), "sigterms": SIGTERMS,
                "mid_rebalance": mid_rebalance, "entries": feeder.sent,
                "exit_0": codes.count(0), "sigabrt": aborts,
