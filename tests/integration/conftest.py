@@ -316,6 +316,13 @@ def workers(tmp_path, copysink_bin):
     for w in started:
         if w.alive():
             w.kill()
+    # pytest shows a test's captured output only when it fails: the workers' last lines are
+    # then in the report even after the temporary directory is gone
+    for w in started:
+        try:
+            print(f"--- {w.log_path} (last lines)\n{w.log_text()[-4000:]}")
+        except OSError:
+            pass
 
 
 def write_config(path, *, bootstrap, conninfo, group, tables, batch=None, extra="",
