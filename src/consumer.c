@@ -12,6 +12,7 @@
 #include "copysink/log.h"
 
 #define SEEK_TIMEOUT_MS 10000
+#define COMMITTED_TIMEOUT_MS 5000 /* the loop waits this long at most; retried after a backoff */
 
 /* Why a partition is paused; it is resumed when no reason is left. */
 #define PAUSE_LOOKUP 1u /* its stored offset is not read yet */
@@ -389,7 +390,7 @@ static int64_t committed_or_reset(cs_consumer_t *c, const cs_consumer_part_t *p,
 				  size_t errstr_size)
 {
 	rd_kafka_topic_partition_list_t *list = one(p->topic, p->partition, RD_KAFKA_OFFSET_INVALID);
-	rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, list, SEEK_TIMEOUT_MS);
+	rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, list, COMMITTED_TIMEOUT_MS);
 	int64_t offset = list->elems[0].offset;
 
 	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)

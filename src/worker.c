@@ -775,7 +775,14 @@ static cs_err_t act_on_assign(cs_worker_t *w, cs_rebalance_t *ev)
 			free(known);
 			return CS_ERR_FATAL;
 		}
-		if (rerr == CS_OK) {
+		if (rerr == CS_OK && stored < 0 && w->replay == NULL) {
+			/* nothing stored: resolve_waiting() starts it at the Kafka-committed offset or
+			 * auto.offset.reset, read by the loop and retried there; librdkafka's own
+			 * committed-offset fetch on assignment can fail for good while the group
+			 * coordinator moves or loads (a broker restart) and the partition then never
+			 * fetches */
+			known[i] = false;
+		} else if (rerr == CS_OK) {
 			known[i] = true;
 			p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
 			log_start(p->topic, p->partition, stored);

@@ -119,8 +119,9 @@ cs_rebalance_t *cs_consumer_event(cs_consumer_t *c);
 
 /*
  * Act on the assignment `ev` (the first event): assign its partitions with elems[i].offset as
- * their start (a stored offset, or RD_KAFKA_OFFSET_INVALID when none is stored: the committed
- * offset or auto.offset.reset). Where known[i] is false the stored offset could not be read:
+ * their start (a stored offset; for a replay's consumer RD_KAFKA_OFFSET_INVALID is allowed).
+ * Where known[i] is false the start is not known yet (the stored offset could not be read, or
+ * none is stored and the Kafka-committed offset is still to be read):
  * the partition is assigned at a placeholder offset, paused before anything is fetched, and
  * takes nothing until cs_consumer_start().
  * @returns CS_OK, or CS_ERR_FATAL with errstr (out of memory, librdkafka refused).

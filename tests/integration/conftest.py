@@ -320,7 +320,9 @@ def workers(tmp_path, copysink_bin):
     # then in the report even after the temporary directory is gone
     for w in started:
         try:
-            print(f"--- {w.log_path} (last lines)\n{w.log_text()[-4000:]}")
+            text = w.log_text()
+            print(f"--- {w.log_path} (first and last lines)\n{text[:3000]}\n[...]\n"
+                  f"{text[-3000:]}" if len(text) > 6000 else f"--- {w.log_path}\n{text}")
         except OSError:
             pass
 
