@@ -86,10 +86,10 @@ start() {
 		if port_open "$PORT" && grep -q "Kafka Server started\|started (kafka.server" "$DIR/stdout.log" "$DIR/kafka.log" 2>/dev/null; then
 			break
 		fi
-		kill -0 "$(cat "$DIR/kafka.pid")" 2>/dev/null || { tail -30 "$DIR/stdout.log" "$DIR/kafka.log" >&2 || true; die "broker exited during start-up"; }
+		kill -0 "$(cat "$DIR/kafka.pid")" 2>/dev/null || { tail -n 30 "$DIR/stdout.log" "$DIR/kafka.log" >&2 || true; die "broker exited during start-up"; }
 		sleep 0.5
 	done
-	port_open "$PORT" || { tail -30 "$DIR/kafka.log" >&2 || true; die "broker did not open port $PORT within 90 s"; }
+	port_open "$PORT" || { tail -n 30 "$DIR/kafka.log" >&2 || true; die "broker did not open port $PORT within 90 s"; }
 	echo "kafka.sh: broker up on 127.0.0.1:$PORT (data in $DIR)" >&2
 }
 
