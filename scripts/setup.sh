@@ -1,17 +1,43 @@
 #!/usr/bin/env bash
-# Install everything copysink needs to build, test, benchmark and run its demo on a Debian
-# machine: the packages below (apt), the pinned Kafka broker jars (Maven Central) and the Python
-# test packages (PyPI). Safe to run again: it installs only what is missing.
+# Install everything copysink needs to build, test, benchmark and run its demo on a Debian 12
+# (bookworm) or 13 (trixie) machine: the packages below (apt), the pinned Kafka broker jars (Maven
+# Central) and the Python test packages (PyPI). Safe to run again: it installs only what is
+# missing.
+#
+#   scripts/setup.sh                   everything
+#   scripts/setup.sh --packages-only   the Debian packages only (tests/matrix/Dockerfile)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
+die() { echo "setup.sh: $*" >&2; exit 1; }
+
+PACKAGES_ONLY=0
+case "${1:-}" in
+--packages-only) PACKAGES_ONLY=1 ;;
+"") ;;
+*) die "unknown argument \"$1\" (try: scripts/setup.sh [--packages-only])" ;;
+esac
+
+# shellcheck source=/dev/null
+. /etc/os-release
+case "${VERSION_CODENAME:-}" in
+bookworm)
+	# the suite's host: it also builds and runs the Debian 13 images (scripts/image.sh)
+	RELEASE=(libmsgpack-dev libclang-rt-14-dev buildah podman runc debootstrap) ;;
+trixie)
+	# msgpack-c 6 renamed its package; PostgreSQL 17 with pgvector for the matrix tests
+	RELEASE=(libmsgpack-c-dev libclang-rt-dev postgresql-17-pgvector) ;;
+*) die "Debian 12 (bookworm) or 13 (trixie) expected, this is ${PRETTY_NAME:-unknown}" ;;
+esac
+
 PACKAGES=(
 	build-essential cmake pkg-config
-	libpq-dev librdkafka-dev libmsgpack-dev libinih-dev libjansson-dev libmicrohttpd-dev
-	libcmocka-dev clang libclang-rt-14-dev
+	libpq-dev librdkafka-dev libinih-dev libjansson-dev libmicrohttpd-dev
+	libcmocka-dev clang
 	postgresql postgresql-client
 	maven default-jre-headless python3-venv
 	gnuplot-nox curl
+	"${RELEASE[@]}"
 )
 
 missing=()
@@ -36,6 +62,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	# Debian's postgresql package starts a cluster of its own on 5432; copysink's scripts run
 	# their own clusters and do not need it
 fi
+[ "$PACKAGES_ONLY" -eq 1 ] && exit 0
 "$ROOT/scripts/kafka.sh" fetch
 "$ROOT/scripts/venv.sh" >/dev/null
 echo "setup.sh: all dependencies present" >&2
