@@ -7,10 +7,12 @@
 #   scripts/image.sh test-image     build tests/matrix/Dockerfile on it: the Debian 13 image the
 #                                   suite's compatibility stage runs the tests in
 #   scripts/image.sh name           print the shipped image's name (what the manifests use)
+#   scripts/image.sh run ARGS...    podman run ARGS with the host's network and the settings
+#                                   this machine needs (below)
 #
 # build and test-image make the base first when it is missing. COPYSINK_REBUILD_BASE=1 makes it
-# again. Images run with: podman --runtime runc run --network host ... (crun cannot set rlimits
-# on every machine; runc can).
+# again. Containers run with runc (crun cannot set the rlimits here) and with limits below the
+# host's own: without CAP_SYS_RESOURCE the runtime cannot give a container podman's defaults.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BASE=localhost/copysink-base:trixie
@@ -82,6 +84,10 @@ base) make_base ;;
 build) bud docker/Dockerfile "$IMAGE" ;;
 test-image) bud tests/matrix/Dockerfile "$TEST_IMAGE" ;;
 name) echo "$IMAGE" ;;
+run)
+	shift
+	exec podman --runtime runc run --network host --ulimit nofile=16384:16384 \
+		--ulimit nproc=16384:16384 "$@" ;;
 -h | --help | "")
 	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 	[ -n "${1:-}" ] ;;
