@@ -6,7 +6,8 @@
 #   scripts/image.sh build          build docker/Dockerfile on it: localhost/copysink:VERSION
 #   scripts/image.sh test-image     build tests/matrix/Dockerfile on it: the Debian 13 image the
 #                                   suite's compatibility stage runs the tests in
-#   scripts/image.sh name           print the shipped image's name (what the manifests use)
+#   scripts/image.sh name [test]    print the shipped image's name (what the manifests use), or
+#                                   with "test" the Debian 13 test image's
 #   scripts/image.sh run ARGS...    podman run ARGS with the host's network and the settings
 #                                   this machine needs (below)
 #
@@ -83,7 +84,7 @@ case "${1:-}" in
 base) make_base ;;
 build) bud docker/Dockerfile "$IMAGE" ;;
 test-image) bud tests/matrix/Dockerfile "$TEST_IMAGE" ;;
-name) echo "$IMAGE" ;;
+name) if [ "${2:-}" = test ]; then echo "$TEST_IMAGE"; else echo "$IMAGE"; fi ;;
 run)
 	shift
 	exec podman --runtime runc run --network host --ulimit nofile=16384:16384 \

@@ -4,24 +4,37 @@
 #   2. build with warnings as errors; unit tests
 #   3. start a PostgreSQL cluster and a Kafka broker of its own; integration tests (C and Python,
 #      including the reliability and chaos tests)
-#   4. the same unit and integration tests in an ASan + UBSan build
-#   5. the libFuzzer decoder target on the seed corpus, for COPYSINK_FUZZ_SECONDS (default 120)
+#   4. the shipped image: built from docker/Dockerfile on a Debian 13 base (scripts/image.sh)
+#      and run against those servers (tests/integration/test_image.py)
+#   5. the compatibility matrix: the "matrix" tests against PostgreSQL 16 with pgvector 0.6.2
+#      (PyPI's pgserver), then the build, the unit tests and the "matrix" tests inside a Debian 13
+#      container (librdkafka 2.8.0, PostgreSQL 17 with pgvector 0.8.0)
+#   6. the same unit and integration tests in an ASan + UBSan build
+#   7. the libFuzzer decoder target on the seed corpus, for COPYSINK_FUZZ_SECONDS (default 120)
 # Servers and temporary files are removed at the end, whatever happens.
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -R REGEX        only the CTest tests matching REGEX, normal build only
-#   scripts/test.sh --no-sanitize   skip step 4       --no-fuzz   skip step 5
+#   scripts/test.sh --no-containers skip step 4 and the Debian 13 part of step 5
+#   scripts/test.sh --no-matrix     skip step 5     --no-sanitize   skip step 6
+#   scripts/test.sh --no-fuzz       skip step 7
+#   scripts/test.sh --matrix-only   steps 1-2 and the "matrix" tests (what step 5 runs in the
+#                                   Debian 13 container); --build-dir DIR builds in DIR
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-SANITIZE=1 FUZZ=1 FILTER=()
+SANITIZE=1 FUZZ=1 CONTAINERS=1 MATRIX=1 MATRIX_ONLY=0 FILTER=() BUILD=$ROOT/build
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--no-sanitize) SANITIZE=0 ;;
 	--no-fuzz) FUZZ=0 ;;
-	-R) FILTER=(-R "$2"); SANITIZE=0; FUZZ=0; shift ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--no-containers) CONTAINERS=0 ;;
+	--no-matrix) MATRIX=0 ;;
+	--matrix-only) MATRIX_ONLY=1 SANITIZE=0 FUZZ=0 CONTAINERS=0 MATRIX=0 ;;
+	--build-dir) BUILD=$(realpath -m "$2"); shift ;;
+	-R) FILTER=(-R "$2"); SANITIZE=0; FUZZ=0; CONTAINERS=0; MATRIX=0; shift ;;
+	-h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "test.sh: unknown argument \"$1\" (try --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -87,8 +100,38 @@ build() {
 timed setup "$ROOT/scripts/setup.sh"
 timed venv "$ROOT/scripts/venv.sh" >/dev/null
 
-timed build build "$ROOT/build"
-timed unit ctest_stage unit "$ROOT/build" -L unit "${FILTER[@]}"
+# count_result NAME LOG: add the counts of a test.sh run (its last line) to the totals
+count_result() {
+	local name=$1 line
+	line=$(grep -E '^test.sh: [0-9]+ passed, [0-9]+ failed$' "$2" | tail -1 || true)
+	if [ -z "$line" ]; then
+		FAILED=$((FAILED + 1)); STAGES_FAILED+=("$name (no result)"); return
+	fi
+	read -r _ p _ f _ <<<"$line"
+	PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+	[ "$f" -eq 0 ] || STAGES_FAILED+=("$name")
+}
+
+# The build, the unit tests and the "matrix" tests inside the Debian 13 image (its own
+# PostgreSQL 17 with pgvector and Kafka broker, started by test.sh --matrix-only in there). The
+# repository and the cache are mounted at their own paths; the container's Python packages go
+# to a cache of its own, the broker's jars are shared (hard links).
+debian13() {
+	local cache=${COPYSINK_CACHE:-$ROOT/.cache} log=$WORK/debian13.log kafka
+	mkdir -p "$cache/debian13"
+	for kafka in "$cache"/kafka-*; do
+		[ -e "$cache/debian13/${kafka##*/}" ] || cp -al "$kafka" "$cache/debian13/"
+	done
+	echo "== debian13 (inside $("$ROOT/scripts/image.sh" name test))" >&2
+	"$ROOT/scripts/image.sh" run --rm -v "$ROOT:$ROOT" -v "$cache:$cache" -w "$ROOT" \
+		-e COPYSINK_CACHE="$cache/debian13" -e COPYSINK_TEST_PGVECTOR=required \
+		"$("$ROOT/scripts/image.sh" name test)" \
+		scripts/test.sh --matrix-only --build-dir "$ROOT/build-debian13" 2>&1 | tee "$log" || true
+	count_result debian13 "$log"
+}
+
+timed build build "$BUILD"
+timed unit ctest_stage unit "$BUILD" -L unit "${FILTER[@]}"
 
 # below Linux's ephemeral range (32768-60999): a port there can be taken by any outgoing
 # connection between the check and the server's bind (a broker exited during start-up so, with
@@ -102,14 +145,37 @@ export COPYSINK_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 export COPYSINK_TEST_PG_DIR=$WORK/pg
 export COPYSINK_TEST_KAFKA_DIR=$WORK/kafka
 
-timed integration ctest_stage integration "$ROOT/build" -L integration "${FILTER[@]}"
+if [ "$MATRIX_ONLY" -eq 1 ]; then
+	timed matrix ctest_stage matrix "$BUILD" -L matrix
+else
+	timed integration ctest_stage integration "$BUILD" -L integration "${FILTER[@]}"
+fi
+
+if [ "$CONTAINERS" -eq 1 ]; then
+	if timed image-build "$ROOT/scripts/image.sh" build; then
+		COPYSINK_TEST_IMAGE=$("$ROOT/scripts/image.sh" name) timed image ctest_stage image "$BUILD" -L image
+	else
+		FAILED=$((FAILED + 1)); STAGES_FAILED+=("image build")
+	fi
+fi
+
+if [ "$MATRIX" -eq 1 ]; then
+	# @PG16@
+	if [ "$CONTAINERS" -eq 1 ]; then
+		if timed debian13-image "$ROOT/scripts/image.sh" test-image; then
+			timed debian13 debian13
+		else
+			FAILED=$((FAILED + 1)); STAGES_FAILED+=("debian13 image build")
+		fi
+	fi
+fi
 
 if [ "$SANITIZE" -eq 1 ]; then
 	# leaks are reported too (LeakSanitizer is part of ASan on Linux)
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	if timed asan-build build "$ROOT/build-asan" -DCOPYSINK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
-		timed asan ctest_stage asan "$ROOT/build-asan"
+		timed asan ctest_stage asan "$ROOT/build-asan" -LE image
 	else
 		FAILED=$((FAILED + 1)); STAGES_FAILED+=("asan build")
 	fi
