@@ -6,6 +6,9 @@
 #
 #   scripts/setup.sh                   everything
 #   scripts/setup.sh --packages-only   the Debian packages only (tests/matrix/Dockerfile)
+#
+# promtool (package prometheus) checks the alert rules; Node.js and npm run the Node.js
+# producer example; buildah, podman, runc and debootstrap build and run the images.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -37,6 +40,8 @@ PACKAGES=(
 	postgresql postgresql-client
 	maven default-jre-headless python3-venv
 	gnuplot-nox curl
+	prometheus pgbouncer
+	nodejs npm
 	"${RELEASE[@]}"
 )
 
@@ -51,6 +56,13 @@ fi
 if python3 -c 'import venv, ensurepip' 2>/dev/null; then
 	missing=("${missing[@]/python3-venv/}")
 fi
+# so may node and npm (NodeSource's nodejs, which brings npm and conflicts with Debian's, or nvm)
+if command -v node >/dev/null; then
+	missing=("${missing[@]/nodejs/}")
+fi
+if command -v npm >/dev/null; then
+	missing=("${missing[@]/npm/}")
+fi
 read -r -a missing <<<"${missing[*]}"
 if [ ${#missing[@]} -gt 0 ]; then
 	SUDO=
@@ -59,8 +71,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	$SUDO apt-get update -qq >&2
 	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-	# Debian's postgresql package starts a cluster of its own on 5432; copysink's scripts run
-	# their own clusters and do not need it
+	# Debian's postgresql package starts a cluster of its own on 5432 (and its prometheus and
+	# pgbouncer packages their own servers where systemd runs); copysink's scripts run their own
+	# and do not need them
 fi
 [ "$PACKAGES_ONLY" -eq 1 ] && exit 0
 "$ROOT/scripts/kafka.sh" fetch

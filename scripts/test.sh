@@ -117,14 +117,18 @@ count_result() {
 # repository and the cache are mounted at their own paths; the container's Python packages go
 # to a cache of its own, the broker's jars are shared (hard links).
 debian13() {
-	local cache=${COPYSINK_CACHE:-$ROOT/.cache} log=$WORK/debian13.log kafka
+	local cache=${COPYSINK_CACHE:-$ROOT/.cache} log=$WORK/debian13.log kafka CA=()
+	# the host's certificate authorities, for PyPI through a TLS-inspecting proxy
+	[ -f /etc/ssl/certs/ca-certificates.crt ] &&
+		CA=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro
+		    -e PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
 	mkdir -p "$cache/debian13"
 	for kafka in "$cache"/kafka-*; do
 		[ -e "$cache/debian13/${kafka##*/}" ] || cp -al "$kafka" "$cache/debian13/"
 	done
 	echo "== debian13 (inside $("$ROOT/scripts/image.sh" name test))" >&2
 	"$ROOT/scripts/image.sh" run --rm -v "$ROOT:$ROOT" -v "$cache:$cache" -w "$ROOT" \
-		-e COPYSINK_CACHE="$cache/debian13" -e COPYSINK_TEST_PGVECTOR=required \
+		-e COPYSINK_CACHE="$cache/debian13" -e COPYSINK_TEST_PGVECTOR=required "${CA[@]}" \
 		"$("$ROOT/scripts/image.sh" name test)" \
 		scripts/test.sh --matrix-only --build-dir "$ROOT/build-debian13" 2>&1 | tee "$log" || true
 	count_result debian13 "$log"
