@@ -25,10 +25,13 @@ esac
 . /etc/os-release
 case "${VERSION_CODENAME:-}" in
 bookworm)
-	# the suite's host: it also builds and runs the Debian 13 images (scripts/image.sh)
-	RELEASE=(libmsgpack-dev libclang-rt-14-dev buildah podman runc debootstrap) ;;
+	# the suite's host: it also builds and runs the Debian 13 images (scripts/image.sh), checks
+	# the alert rules and runs the Node.js example
+	RELEASE=(libmsgpack-dev libclang-rt-14-dev buildah podman runc debootstrap
+		prometheus pgbouncer nodejs npm) ;;
 trixie)
-	# msgpack-c 6 renamed its package; PostgreSQL 17 with pgvector for the matrix tests
+	# what the suite runs in its Debian 13 container (build, unit and "matrix" tests): msgpack-c
+	# 6 renamed its package; PostgreSQL 17 with pgvector
 	RELEASE=(libmsgpack-c-dev libclang-rt-dev postgresql-17-pgvector) ;;
 *) die "Debian 12 (bookworm) or 13 (trixie) expected, this is ${PRETTY_NAME:-unknown}" ;;
 esac
@@ -40,8 +43,6 @@ PACKAGES=(
 	postgresql postgresql-client
 	maven default-jre-headless python3-venv
 	gnuplot-nox curl
-	prometheus pgbouncer
-	nodejs npm
 	"${RELEASE[@]}"
 )
 
