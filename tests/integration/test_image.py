@@ -102,8 +102,8 @@ def test_container_migrates_loads_and_stops_on_sigterm(tmp_path, image, database
            "COPYSINK_HTTP_LISTEN": f"127.0.0.1:{port}",
            **{f"COPYSINK_TABLE_{t.upper()}_TOPIC": topic for t, topic in topics.items()}}
 
-    migrate = subprocess.run(podman_run(image, ["migrate", "-c", "/etc/copysink/copysink.ini"],
-                                        env, config_dir, "--rm"),
+    job = manifest("job-migrate.yaml")["spec"]["template"]["spec"]["containers"][0]
+    migrate = subprocess.run(podman_run(image, job["args"], env, config_dir, "--rm"),
                              capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
 
