@@ -4,6 +4,8 @@ scripts/test.sh starts PostgreSQL and a Kafka broker and exports:
   COPYSINK_TEST_PG_CONNINFO  libpq conninfo of the server's "postgres" database (superuser)
   COPYSINK_TEST_KAFKA        bootstrap address of the broker
   COPYSINK_BIN               the copysink binary under test (set by CTest)
+and, for a server that must have pgvector (test_vector.py):
+  COPYSINK_TEST_PGVECTOR     "required": a server without pgvector fails the test
 Each test gets its own database and topic names, so tests do not see each other's data.
 """
 import os
@@ -197,9 +199,10 @@ def kafka(kafka_bootstrap):
     return Kafka(kafka_bootstrap)
 
 
-# the harness's own COPYSINK_TEST_* variables (servers), not fault injection
+# the harness's own COPYSINK_TEST_* variables (servers, what they must have), not fault
+# injection
 _SERVER_VARS = {"COPYSINK_TEST_PG_CONNINFO", "COPYSINK_TEST_KAFKA", "COPYSINK_TEST_PG_DIR",
-                "COPYSINK_TEST_KAFKA_DIR"}
+                "COPYSINK_TEST_KAFKA_DIR", "COPYSINK_TEST_PGVECTOR"}
 
 # The worker's log lines the tests wait for (src/worker.c); logfmt escapes the quotes.
 PARTITION_EVENT = (r'partition \\"(?P<topic>[^"\\]+)\\" \[(?P<partition>\d+)\] '

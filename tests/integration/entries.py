@@ -36,6 +36,30 @@ def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
+def embedding_sql(column="embedding"):
+    """SQL of an embedding column's float32 values as bytes, bit-exact whichever type the column
+    has: vector(N) (pgvector) or real[] (both cast to real[] without rounding)."""
+    return f"array_send({column}::real[])"
+
+
+def embedding_from(raw):
+    """The float32 values (as Python floats) of embedding_sql()'s bytes; None for NULL."""
+    if raw is None:
+        return None
+    raw = bytes(raw)
+    ndim, _, _ = struct.unpack_from(">iiI", raw, 0)
+    if ndim == 0:
+        return []
+    assert ndim == 1, f"an embedding of {ndim} dimensions"
+    n, _ = struct.unpack_from(">ii", raw, 12)
+    values = []
+    for i in range(n):
+        size, value = struct.unpack_from(">if", raw, 20 + 8 * i)
+        assert size == 4, f"element {i} of an embedding: {size} bytes"
+        values.append(value)
+    return values
+
+
 def embedding(rng, dim=DIM):
     return [f32(rng.uniform(-1, 1)) for _ in range(dim)]
 
@@ -155,11 +179,15 @@ def expected_rows(applied, modes):
 
 
 def table_contents(conninfo, table):
+    """{key: row} of a built-in table; the embedding as its float32 values (embedding_from)."""
     with psycopg2.connect(conninfo) as conn, conn.cursor(
             cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f'SELECT * FROM "{table}"')
-        rows = cur.fetchall()
-    return {tuple(r[k] for k in KEYS[table]): dict(r) for r in rows}
+        cur.execute(f'SELECT t.*, {embedding_sql("t.embedding")} AS embedding_f32 '
+                    f'FROM "{table}" t')
+        rows = [dict(r) for r in cur.fetchall()]
+    for r in rows:
+        r["embedding"] = embedding_from(r.pop("embedding_f32"))
+    return {tuple(r[k] for k in KEYS[table]): r for r in rows}
 
 
 def assert_table_equals(conninfo, table, expected):
@@ -176,7 +204,7 @@ def assert_table_equals(conninfo, table, expected):
                 assert have is None, (table, key, col, "NULL expected")
             elif col == "embedding":
                 assert have is not None and len(have) == len(want), (table, key, col)
-                assert [f32(x) for x in have] == want, (table, key, col)
+                assert have == want, (table, key, col)
             else:
                 assert have == want, (table, key, col, have, want)
         assert row["created_at"] is not None and row["updated_at"] is not None

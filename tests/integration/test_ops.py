@@ -14,6 +14,7 @@ import urllib.request
 import psycopg2
 
 from conftest import stored_offsets, wait_for, write_config
+from entries import embedding_from, embedding_sql
 
 PARTITIONS = 3
 
@@ -80,9 +81,9 @@ def test_produce_metrics_health_and_json_logs(tmp_path, database, kafka, workers
 
     # the rows are the JSON lines, value for value
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
-        cur.execute("SELECT namespace, key, value, embedding, metadata, tags FROM memory_entries "
-                    "ORDER BY namespace, key")
-        got = cur.fetchall()
+        cur.execute(f"SELECT namespace, key, value, {embedding_sql()}, metadata, tags "
+                    "FROM memory_entries ORDER BY namespace, key")
+        got = [(*r[:3], embedding_from(r[3]), *r[4:]) for r in cur.fetchall()]
     want = sorted((e["namespace"], e["key"], e["value"], [float(x) for x in e["embedding"]],
                    e["metadata"], e["tags"]) for e in good)
     assert [(r[0], r[1], r[2], [round(x, 4) for x in r[3]], r[4], r[5]) for r in got] == want

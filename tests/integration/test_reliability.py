@@ -364,7 +364,7 @@ def test_sigterm_within_kubernetes_grace_at_default_bounds(tmp_path, database, k
     import msgpack
     import psycopg2
     from conftest import write_config
-    from entries import embedding, encode, f32
+    from entries import embedding, embedding_from, embedding_sql, encode
 
     topic = kafka.topic("mem")
     kafka.create_topics({topic: 3})
@@ -400,13 +400,13 @@ def test_sigterm_within_kubernetes_grace_at_default_bounds(tmp_path, database, k
              "the second worker to load the rest")
     assert b.stop() == 0
     with psycopg2.connect(database) as conn, conn.cursor() as cur:
-        cur.execute("SELECT key, value, (metadata->>'i')::int, embedding FROM memory_entries "
-                    "WHERE namespace = 'k8s' ORDER BY (metadata->>'i')::int")
+        cur.execute(f"SELECT key, value, (metadata->>'i')::int, {embedding_sql()} "
+                    "FROM memory_entries WHERE namespace = 'k8s' ORDER BY (metadata->>'i')::int")
         rows = cur.fetchall()
     assert len(rows) == n
     for i, (key, value, idx, emb) in enumerate(rows):
         assert (key, value, idx) == (f"e{i}", f"value {i}", i)
-        assert [f32(x) for x in emb] == pool[i % len(pool)], f"embedding of e{i}"
+        assert embedding_from(emb) == pool[i % len(pool)], f"embedding of e{i}"
 
 
 def test_infrastructure_errors_are_retried_not_dead_lettered(tmp_path, database, kafka, workers,
