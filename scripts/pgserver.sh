@@ -12,6 +12,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VERSION=0.1.4
 DEST=${COPYSINK_CACHE:-$ROOT/.cache}/pgserver-$VERSION
+# As root the server runs as the "postgres" account (pg.sh), which must reach the files: a
+# checkout under a private folder (/root) gets them in /var/tmp instead.
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$(dirname "$DEST")"; then
+	DEST=/var/tmp/copysink-pgserver-$VERSION
+fi
 BIN=$DEST/pgserver/pginstall/bin
 
 if [ ! -x "$BIN/postgres" ]; then

@@ -47,6 +47,7 @@ chmod 755 "$WORK"
 cleanup() {
 	"$ROOT/scripts/kafka.sh" stop "$WORK/kafka" >/dev/null 2>&1 || true
 	"$ROOT/scripts/pg.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
+	"$ROOT/scripts/pg.sh" stop "$WORK/pg16" >/dev/null 2>&1 || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -164,7 +165,17 @@ if [ "$CONTAINERS" -eq 1 ]; then
 fi
 
 if [ "$MATRIX" -eq 1 ]; then
-	# @PG16@
+	# PostgreSQL 16 with pgvector 0.6.2 (PyPI's pgserver), with the same broker and build
+	PG16_PORT=$(free_port 25432)
+	if PG16_BIN=$("$ROOT/scripts/pgserver.sh") &&
+		COPYSINK_PG_BIN=$PG16_BIN "$ROOT/scripts/pg.sh" start "$WORK/pg16" "$PG16_PORT"; then
+		COPYSINK_TEST_PG_CONNINFO="host=127.0.0.1 port=$PG16_PORT user=postgres dbname=postgres" \
+		COPYSINK_TEST_PG_DIR=$WORK/pg16 COPYSINK_TEST_PGVECTOR=required \
+			timed pg16 ctest_stage pg16 "$BUILD" -L matrix
+		"$ROOT/scripts/pg.sh" stop "$WORK/pg16"
+	else
+		FAILED=$((FAILED + 1)); STAGES_FAILED+=("pg16 set-up")
+	fi
 	if [ "$CONTAINERS" -eq 1 ]; then
 		if timed debian13-image "$ROOT/scripts/image.sh" test-image; then
 			timed debian13 debian13
