@@ -31,7 +31,7 @@ struct cs_consumer {
 	bool brokers_down;    /* librdkafka reported all brokers down; cleared by a sign of life */
 	int64_t probe_at;     /* when to ask the brokers again (cs_consumer_probe), ms */
 	int64_t reset;        /* auto.offset.reset as a logical offset (BEGINNING or END) */
-	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off */
+	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off or not needed (fetchwake.h) */
 	int64_t wake_every;   /* kick the waker after taking this many bytes (a quarter of the queue) */
 	int64_t wake_bytes;   /* bytes taken since the last kick */
 	char fatal[256];      /* set inside a callback: the loop stops */
@@ -562,10 +562,10 @@ static bool fetch_wake_on(const cs_config_t *cfg)
 /* The consumer's memory counts against the cap of 3 x max_bytes: librdkafka's prefetch queue,
  * which one fetch response may overshoot, gets one batch's worth between them (fetch.max.bytes
  * max_bytes / 8 within [max(1 MiB, message.max.bytes), 50 MiB], the queue the rest, or half of
- * the rest with the fetch waker). librdkafka 2.0 stops fetching for up to a second whenever
- * that queue is full, unless the waker wakes it (fetchwake.h); a larger
- * queued.max.messages.kbytes buys throughput with memory (docs/BENCHMARKS.md).
- * @returns 0, or -1 with errstr. */
+ * the rest with fetch_wake on). librdkafka stops fetching for up to a second whenever that
+ * queue is full, unless the waker wakes it or, from 2.2.0 on, fetch.queue.backoff.ms is short
+ * (fetchwake.h); a larger queued.max.messages.kbytes buys throughput with memory
+ * (docs/BENCHMARKS.md). @returns 0, or -1 with errstr. */
 static int set_sizes(rd_kafka_conf_t *conf, const cs_config_t *cfg, char *errstr,
 		     size_t errstr_size)
 {
@@ -582,8 +582,9 @@ static int set_sizes(rd_kafka_conf_t *conf, const cs_config_t *cfg, char *errstr
 	if (fetch_bytes < 1048576)
 		fetch_bytes = 1048576;
 	queue_kbytes = (cfg->batch_max_bytes - fetch_bytes) / 1024;
-	/* with the fetch waker the queue refills within a round trip, not a second: half of it
-	 * keeps the writer as busy (measured: docs/BENCHMARKS.md) and holds 14 MB less */
+	/* with fetch_wake on the queue refills within a round trip (plus CS_FETCHWAKE_BACKOFF_MS
+	 * from librdkafka 2.2.0 on), not a second: half of it keeps the writer as busy
+	 * (measured with the waker: docs/BENCHMARKS.md) and holds 14 MB less */
 	if (fetch_wake_on(cfg))
 		queue_kbytes /= 2;
 	snprintf(fetch, sizeof(fetch), "%lld", (long long)fetch_bytes);
@@ -595,6 +596,20 @@ static int set_sizes(rd_kafka_conf_t *conf, const cs_config_t *cfg, char *errstr
 						    errstr_size)
 		       ? -1
 		       : 0;
+}
+
+/* With fetch_wake on and a librdkafka that has fetch.queue.backoff.ms: set that backoff short,
+ * where older versions get a waker thread (fetchwake.h). @returns 0, or -1 with errstr. */
+static int set_fetch_backoff(rd_kafka_conf_t *conf, const cs_config_t *cfg, char *errstr,
+			     size_t errstr_size)
+{
+	char backoff[16];
+
+	if (!fetch_wake_on(cfg) || cs_fetchwake_needed(rd_kafka_version()))
+		return 0;
+	snprintf(backoff, sizeof(backoff), "%d", CS_FETCHWAKE_BACKOFF_MS);
+	return cs_kafkaconf_default(conf, cfg, "fetch.queue.backoff.ms", backoff, errstr,
+				    errstr_size);
 }
 
 /* The worker's defaults (where [kafka] does not say otherwise) and what a replay must never
@@ -621,7 +636,8 @@ static int set_defaults(rd_kafka_conf_t *conf, const cs_config_t *cfg, bool repl
 	    cs_kafkaconf_default(conf, cfg, "client.id", "copysink", errstr, errstr_size) ||
 	    (replay && cs_kafkaconf_default(conf, cfg, "enable.partition.eof", "true", errstr,
 					    errstr_size)) ||
-	    set_sizes(conf, cfg, errstr, errstr_size) != 0)
+	    set_sizes(conf, cfg, errstr, errstr_size) != 0 ||
+	    set_fetch_backoff(conf, cfg, errstr, errstr_size) != 0)
 		return -1;
 	if (replay &&
 	    (rd_kafka_conf_set(conf, "enable.auto.commit", "false", why, sizeof(why)) !=
@@ -695,7 +711,8 @@ cs_consumer_t *cs_consumer_new(const cs_config_t *cfg, const cs_replay_opts_t *r
 	}
 	conf = NULL; /* owned by rk now */
 	rd_kafka_poll_set_consumer(c->rk);
-	if (fetch_wake_on(cfg) && (c->fw = cs_fetchwake_new(c->rk)) == NULL) {
+	if (fetch_wake_on(cfg) && cs_fetchwake_needed(rd_kafka_version()) &&
+	    (c->fw = cs_fetchwake_new(c->rk)) == NULL) {
 		snprintf(errstr, errstr_size, "could not start the fetch waker thread");
 		goto fail;
 	}

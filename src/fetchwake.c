@@ -22,6 +22,11 @@ struct cs_fetchwake {
 	uint64_t sent;
 };
 
+bool cs_fetchwake_needed(int rdkafka_version)
+{
+	return rdkafka_version < 0x020200ff; /* 2.2.0 added fetch.queue.backoff.ms */
+}
+
 /* Send one ListOffsets request for the current assignment. */
 static void wake(rd_kafka_t *rk)
 {

@@ -17,7 +17,7 @@ static const char *const consumer_only[] = {
 	"enable.partition.eof", "fetch.min.bytes", "fetch.wait.max.ms", "fetch.max.bytes",
 	"max.partition.fetch.bytes", "fetch.message.max.bytes", "queued.min.messages",
 	"queued.max.messages.kbytes", "isolation.level", "check.crcs", "group.protocol.type",
-	"allow.auto.create.topics", "coordinator.query.interval.ms",
+	"allow.auto.create.topics", "coordinator.query.interval.ms", "fetch.queue.backoff.ms",
 };
 
 /* True when key is consumer-only. */

@@ -176,7 +176,7 @@ void cs_consumer_hold(cs_consumer_t *c, bool hold);
 void cs_consumer_commit(cs_consumer_t *c, const rd_kafka_topic_partition_list_t *offsets);
 
 /* Messages the loop has taken `bytes` of: wakes the fetcher when a part of the prefetch queue
- * has been taken (fetchwake.h). */
+ * has been taken, where the consumer runs a waker (fetchwake.h; a no-op otherwise). */
 void cs_consumer_taken(cs_consumer_t *c, size_t bytes);
 
 /* While librdkafka reports all brokers down (stats->kafka_ok false, /readyz 503), ask a broker

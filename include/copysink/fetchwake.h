@@ -1,14 +1,19 @@
 /*
  * fetchwake.h - wakes librdkafka's fetcher once the prefetch queue has room again
  *
- * librdkafka 2.0 (Debian 12's) stops fetching a partition whose prefetch queue holds
- * queued.max.messages.kbytes and decides again only when its broker thread wakes up: when a
- * request for that broker is queued, or at the latest after a second. With a queue sized to
- * one batch, which drains in a fraction of that second, the worker would starve for the rest
- * of it (docs/BENCHMARKS.md). The waker's thread sends a ListOffsets request for the assigned
- * partitions (rd_kafka_offsets_for_times(), which librdkafka routes to each partition's leader),
- * so each fetching broker thread looks at its queue again at once. librdkafka 2.1 and later
- * have fetch.queue.backoff.ms for this; with them the waker is harmless.
+ * librdkafka before 2.2.0 (Debian 12 ships 2.0.2) stops fetching a partition whose prefetch
+ * queue holds queued.max.messages.kbytes and decides again only when its broker thread wakes
+ * up: when a request for that broker is queued, or at the latest after a second. With a queue
+ * sized to one batch, which drains in a fraction of that second, the worker would starve for
+ * the rest of it (docs/BENCHMARKS.md). The waker's thread sends a ListOffsets request for the
+ * assigned partitions (rd_kafka_offsets_for_times(), which librdkafka routes to each
+ * partition's leader), so each fetching broker thread looks at its queue again at once.
+ *
+ * librdkafka 2.2.0 and later (Debian 13 ships 2.8.0) instead back such a partition off for
+ * fetch.queue.backoff.ms (1000 by default) and do not fetch it before that time, whatever
+ * wakes the broker thread: there the waker would wake nothing. The consumer then starts no
+ * waker and sets fetch.queue.backoff.ms to CS_FETCHWAKE_BACKOFF_MS unless [kafka] sets it
+ * (cs_fetchwake_needed() tells the two apart).
  *
  * The loop calls cs_fetchwake_kick() whenever it has taken a good part of the queue; the
  * request runs on the waker's own thread, so the loop never waits for the broker.
@@ -17,10 +22,21 @@
 #define COPYSINK_FETCHWAKE_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct cs_fetchwake cs_fetchwake_t;
+
+/* fetch.queue.backoff.ms where librdkafka has it: a partition whose queue was full is looked
+ * at again after this long, about as soon as a waker's request would have made its broker
+ * thread look (which then wakes 100 times a second while the queue stays full: next to
+ * nothing). */
+#define CS_FETCHWAKE_BACKOFF_MS 10
+
+/* @returns true when librdkafka version `rdkafka_version` (as rd_kafka_version() returns it)
+ * needs the waker: before 2.2.0, which has no fetch.queue.backoff.ms. */
+bool cs_fetchwake_needed(int rdkafka_version);
 
 /* Start the waker for consumer `rk` (borrowed: it must outlive the waker).
  * @returns the waker, or NULL when out of memory or the thread could not start. */

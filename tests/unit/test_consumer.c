@@ -13,6 +13,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 
 #include "copysink/config.h"
 #include "copysink/consumer.h"
+#include "copysink/fetchwake.h"
 #include "copysink/log.h"
 #include "copysink/stats.h"
 
@@ -372,6 +374,62 @@ static void test_default_strategy(void **state)
 			    strcmp(strategy, "cooperative-sticky") == 0 ? "COOPERATIVE" : "EAGER");
 }
 
+/* fetch.queue.backoff.ms of consumer c as a number: -1 when this librdkafka has no such key. */
+static long fetch_backoff_of(cs_consumer_t *c)
+{
+	char value[32];
+	size_t size = sizeof(value);
+
+	if (rd_kafka_conf_get(rd_kafka_conf(cs_consumer_rk(c)), "fetch.queue.backoff.ms", value,
+			      &size) != RD_KAFKA_CONF_OK)
+		return -1;
+	return strtol(value, NULL, 10);
+}
+
+/* 1b. With fetch_wake on the consumer keeps the fetcher fed by the means this librdkafka needs
+ * (fetchwake.h): before 2.2.0 a waker, which has no setting to check; from 2.2.0 on
+ * fetch.queue.backoff.ms = CS_FETCHWAKE_BACKOFF_MS unless [kafka] sets it. fetch_wake = off
+ * leaves librdkafka's default. */
+static void test_fetch_backoff(void **state)
+{
+	static const struct {
+		char *override; /* NULL: the defaults */
+		long want;            /* from librdkafka 2.2.0 on */
+	} cases[] = {
+		{NULL, CS_FETCHWAKE_BACKOFF_MS},
+		{"worker.fetch_wake=off", 1000},
+		{"kafka.fetch.queue.backoff.ms=50", 50},
+	};
+	fixture_t *f = *state;
+	bool waker = cs_fetchwake_needed(rd_kafka_version());
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char bootstrap[300], err[512];
+		char *ov[] = {bootstrap, "kafka.group.id=g-backoff", "table.patterns.topic=" ONE,
+			      cases[i].override};
+		cs_config_t cfg;
+		cs_stats_t stats = {0};
+		cs_consumer_t *c;
+
+		if (waker && cases[i].override != NULL &&
+		    strncmp(cases[i].override, "kafka.", 6) == 0)
+			continue; /* a key this librdkafka does not know */
+		snprintf(bootstrap, sizeof(bootstrap), "kafka.bootstrap.servers=%s", f->bootstrap);
+		cs_config_init(&cfg);
+		if (cs_config_load(&cfg, NULL, NULL, ov, cases[i].override ? 4 : 3, err,
+				   sizeof(err)) != 0)
+			fail_msg("%s", err);
+		c = cs_consumer_new(&cfg, NULL, 1, &stats, err, sizeof(err));
+		if (c == NULL)
+			fail_msg("%s", err);
+		assert_int_equal(fetch_backoff_of(c), waker ? -1 : cases[i].want);
+		alarm(DESTROY_ALARM_S);
+		cs_consumer_destroy(c);
+		alarm(0);
+		cs_config_cleanup(&cfg);
+	}
+}
+
 /* 2a. Verdicts on made-up messages after an assignment at offset 5, and the seek of a gap. */
 static void test_positions(void **state)
 {
@@ -707,6 +765,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_default_strategy),
+		cmocka_unit_test(test_fetch_backoff),
 		cmocka_unit_test(test_positions),
 		cmocka_unit_test(test_real_messages),
 		cmocka_unit_test(test_unready),
