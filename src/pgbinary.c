@@ -52,23 +52,6 @@
 /* A timestamp string is at most this long: "YYYY-MM-DDTHH:MM:SS" + fraction + "+HH:MM". */
 #define MAX_TIMESTAMP_LEN 64
 
-bool cs_pgbinary_owns(cs_coltype_t type)
-{
-	switch (type) {
-	case CS_COL_UUID:
-	case CS_COL_TIMESTAMPTZ:
-	case CS_COL_DATE:
-	case CS_COL_NUMERIC:
-	case CS_COL_BYTEA:
-	case CS_COL_FLOAT8_ARRAY:
-	case CS_COL_INT4_ARRAY:
-	case CS_COL_INT8_ARRAY:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /* Format a rejection message. */
 static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -161,8 +161,10 @@ void cs_coltype_list(char *out, size_t size)
 		if (j != i) /* an alias */
 			continue;
 		n = snprintf(out + len, size - len, "%s%s", len ? ", " : "", type_names[i].sql);
-		if (n < 0 || (size_t)n >= size - len)
+		if (n < 0 || (size_t)n >= size - len) {
+			out[len] = '\0'; /* whole names only */
 			return;
+		}
 		len += (size_t)n;
 	}
 }

@@ -22,7 +22,6 @@
 #ifndef COPYSINK_PGBINARY_H
 #define COPYSINK_PGBINARY_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 #include "copysink/buf.h"
@@ -31,12 +30,9 @@
 
 struct msgpack_object;
 
-/* True when cs_pgbinary_put() encodes columns of `type`. */
-bool cs_pgbinary_owns(cs_coltype_t type);
-
 /*
- * Append the binary COPY field of `o` (present, not nil) for column `col`, whose type
- * cs_pgbinary_owns(). `limit` bounds the encoded field (bytea, the arrays, a numeric's text).
+ * Append the binary COPY field of `o` (present, not nil) for column `col`, whose type is
+ * one of the above. `limit` bounds the encoded field (bytea, the arrays, a numeric's text).
  * Array element OIDs come from col->elem_oid (the catalog's), else the built-in ones.
  * @returns CS_REASON_OK, or the reason (WRONG_TYPE, INVALID_FORMAT, OUT_OF_RANGE, NOT_FINITE,
  *          TOO_LARGE) with errstr naming the field, e.g.

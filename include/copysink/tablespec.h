@@ -100,7 +100,7 @@ int cs_tablespec_parse_columns(cs_tablespec_t *spec, const char *columns, const 
 int cs_coltype_parse(const char *sql, cs_coltype_t *type);
 
 /* The spellings a column list accepts, one per type ("text, smallint, ..., json"), for
- * messages and help; always NUL-terminated, truncated to `size`. */
+ * messages; NUL-terminated, the names that fit in `size` bytes. */
 void cs_coltype_list(char *out, size_t size);
 
 /* The SQL spelling of a logical type for DDL; embeddings give "real[]". */
