@@ -3,7 +3,8 @@
  *
  * Each input is one Kafka message value. It is opened and every entry is decoded against the
  * three built-in specs (dimension 4, so that small inputs reach the embedding encoder) and an
- * operator-style spec with a column of every type, in both embedding encodings. Whatever the
+ * operator-style spec with a column of every type, in both embedding encodings (the second
+ * also with numeric and uuid key columns). Whatever the
  * input, the decoder must return OK or a reason, never crash, read out of bounds or leak, and a
  * rejected entry must leave the buffers as they were. Built by -DCOPYSINK_FUZZ=ON (clang);
  * scripts/test.sh runs it for a bounded time on tests/fuzz/corpus.
@@ -39,8 +40,10 @@ static void init(void)
 		if (cs_tablespec_parse_columns(&specs[i],
 					       "id bigint not null, s text, i2 smallint, i4 integer, "
 					       "f4 real, f8 double precision, b boolean, j jsonb, "
-					       "t text[], embedding embedding",
-					       "id", err, sizeof(err)) != 0) {
+					       "t text[], embedding embedding, u uuid, ts timestamptz, "
+					       "d date, n numeric, by bytea, fa double precision[], "
+					       "ia integer[], la bigint[], js json",
+					       i == 3 ? "id" : "id, n, u", err, sizeof(err)) != 0) {
 			fprintf(stderr, "fuzz_decode: %s\n", err);
 			abort();
 		}
