@@ -465,7 +465,9 @@ static bool parse_decimal(const char *s, size_t n, decimal_t *d)
 	bool exp_negative = false;
 
 	memset(d, 0, sizeof(*d));
-	if (p < n && (s[p] == '+' || s[p] == '-'))
+	if (n == 0) /* and s may be NULL */
+		return false;
+	if (s[p] == '+' || s[p] == '-')
 		d->negative = s[p++] == '-';
 	d->int_part = s + p;
 	while (p < n && s[p] >= '0' && s[p] <= '9')

@@ -45,6 +45,7 @@ typedef struct in {
 #define TRUE_ {.kind = BOOL}
 
 static msgpack_zone zone;
+static msgpack_sbuffer sbuf; /* the packed value: its str and bin stay in it, not copied */
 static cs_buf_t out;
 static char err[512];
 
@@ -90,16 +91,15 @@ static const char *squeeze(const char *h)
 	return s;
 }
 
-/* The msgpack object of an input (in the zone, valid until the next test). */
+/* The msgpack object of an input, valid until the next call. */
 static msgpack_object object_of(const in_t *in)
 {
 	unsigned char raw[2048];
-	msgpack_sbuffer sbuf;
 	msgpack_packer pk;
 	msgpack_object o;
 	size_t off = 0, n;
 
-	msgpack_sbuffer_init(&sbuf);
+	msgpack_sbuffer_clear(&sbuf);
 	msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
 	switch (in->kind) {
 	case STR: msgpack_pack_str_with_body(&pk, in->s, strlen(in->s)); break;
@@ -120,13 +120,13 @@ static msgpack_object object_of(const in_t *in)
 	assert_int_equal(msgpack_unpack(sbuf.data, sbuf.size, &off, &zone, &o),
 			 MSGPACK_UNPACK_SUCCESS);
 	assert_int_equal(off, sbuf.size);
-	msgpack_sbuffer_destroy(&sbuf);
 	return o;
 }
 
 static int setup(void **state)
 {
 	assert_true(msgpack_zone_init(&zone, 4096));
+	msgpack_sbuffer_init(&sbuf);
 	cs_buf_init(&out);
 	(void)state;
 	return 0;
@@ -135,6 +135,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	msgpack_zone_destroy(&zone);
+	msgpack_sbuffer_destroy(&sbuf);
 	cs_buf_cleanup(&out);
 	(void)state;
 	return 0;
