@@ -698,7 +698,9 @@ static void test_print_round_trip(void **state)
 	cs_config_t cfg;
 
 	snprintf(ini, sizeof(ini), "%s[worker]\nlog_level = warning\n%s"
-				   "[table audit]\ncolumns = at bigint, what text not null\n",
+				   "[table audit]\ncolumns = at timestamp with time zone, what text "
+				   "not null, id uuid, n decimal, d date, b bytea, f float8[], "
+				   "i int[], l int8[], j json\n",
 		 example_ini, events_ini);
 	if (load_text(&cfg, ini, NULL, NULL, 0, err, sizeof(err), NULL, 0) != 0)
 		fail_msg("%s", err);
@@ -713,6 +715,9 @@ static void test_print_round_trip(void **state)
 				      "not null, body text not null, payload jsonb, labels text[], "
 				      "embedding embedding\nkey = id\n"));
 	assert_non_null(strstr(first, "[table audit]\ntopic = audit\non_conflict = none\n"));
+	assert_non_null(strstr(first, "columns = at timestamptz, what text not null, id uuid, "
+				      "n numeric, d date, b bytea, f double precision[], "
+				      "i integer[], l bigint[], j json\n"));
 	assert_non_null(strstr(first, "[batch]\nmax_rows = 10000\nmax_bytes = 33554432\n"
 				      "linger_ms = 200\n"));
 	assert_null(strstr(first, "[table patterns]\ntopic = memory.patterns\non_conflict = "
