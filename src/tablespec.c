@@ -137,7 +137,7 @@ int cs_tablespec_builtin(const char *name, cs_tablespec_t *spec)
 
 int cs_coltype_parse(const char *sql, cs_coltype_t *type)
 {
-	for (size_t i = 0; i < NTYPE_NAMES; i++) {
+	for (size_t i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++) {
 		if (strcasecmp(type_names[i].sql, sql) == 0) {
 			*type = type_names[i].type;
 			return 0;
@@ -173,7 +173,7 @@ const char *cs_coltype_sql(cs_coltype_t type)
 {
 	if (type == CS_COL_EMBEDDING)
 		return "real[]";
-	for (size_t i = 0; i < NTYPE_NAMES; i++)
+	for (size_t i = 0; i < sizeof(type_names) / sizeof(type_names[0]); i++)
 		if (type_names[i].type == type)
 			return type_names[i].sql;
 	return "text";
