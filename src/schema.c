@@ -266,14 +266,6 @@ static bool type_fits(cs_column_t *col, const char *typname, unsigned elem_oid)
 		return strcmp(typname, "jsonb") == 0 || strcmp(typname, "json") == 0;
 	case CS_COL_TEXT_ARRAY:
 		return strcmp(typname, "_text") == 0 || strcmp(typname, "_varchar") == 0;
-	case CS_COL_EMBEDDING:
-		if (strcmp(typname, "vector") == 0) {
-			col->enc = CS_ENC_VECTOR;
-			return true;
-		}
-		col->enc = CS_ENC_FLOAT4_ARRAY;
-		col->elem_oid = FLOAT4OID;
-		return strcmp(typname, "_float4") == 0;
 	case CS_COL_UUID:
 		return strcmp(typname, "uuid") == 0;
 	case CS_COL_TIMESTAMPTZ:
@@ -293,6 +285,14 @@ static bool type_fits(cs_column_t *col, const char *typname, unsigned elem_oid)
 	case CS_COL_JSON: /* encoded as text, compared as text by the merge (json has no "=") */
 		col->enc = CS_ENC_JSON;
 		return strcmp(typname, "json") == 0;
+	case CS_COL_EMBEDDING:
+		if (strcmp(typname, "vector") == 0) {
+			col->enc = CS_ENC_VECTOR;
+			return true;
+		}
+		col->enc = CS_ENC_FLOAT4_ARRAY;
+		col->elem_oid = FLOAT4OID;
+		return strcmp(typname, "_float4") == 0;
 	}
 	return false;
 }
