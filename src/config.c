@@ -764,7 +764,7 @@ static int spec_columns(loader_t *ld, const rawtable_t *rt, cs_tablespec_t *spec
 {
 	const origin_t *oc, *ok;
 	const char *columns = raw(rt, "columns", &oc), *key = raw(rt, "key", &ok);
-	char why[256];
+	char why[512]; /* room for the list of supported types */
 
 	memset(spec, 0, sizeof(*spec));
 	if (columns == NULL) {

@@ -247,6 +247,8 @@ void cs_config_help(FILE *out)
 				help_key(&cs_conf_keys[k], out);
 	}
 	fputs("\nColumn types: text, smallint, integer, bigint, real, double precision, boolean,\n"
-	      "jsonb, text[], embedding (vector(dim) with pgvector, real[] otherwise).\n",
+	      "jsonb, text[], embedding (vector(dim) with pgvector, real[] otherwise), uuid,\n"
+	      "timestamptz, date, numeric, bytea, double precision[], integer[], bigint[], json.\n"
+	      "What each takes from an entry: docs/FORMAT.md, \"Field types\".\n",
 	      out);
 }

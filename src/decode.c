@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copysink/pgbinary.h"
+
 #define ZONE_CHUNK (64 * 1024)
 #define MSGPACK_MAX_DEPTH 32 /* msgpack-c's container stack (MSGPACK_EMBED_STACK_SIZE) */
 #define TEXTOID 25
@@ -52,7 +54,7 @@ struct cs_decoder {
 static const char *const reason_names[CS_REASON__COUNT] = {
 	"ok",           "malformed",   "not_a_map",    "missing_field", "wrong_type",
 	"embedding_dim", "not_finite", "invalid_utf8", "nul_byte",      "out_of_range",
-	"too_deep",     "too_large",   "db_rejected",  "no_table",
+	"too_deep",     "too_large",   "db_rejected",  "no_table",      "invalid_format",
 };
 
 const char *cs_reason_name(cs_reason_t reason)
@@ -417,6 +419,11 @@ static const char *type_name(msgpack_object_type t)
 	case MSGPACK_OBJECT_EXT: return "ext";
 	}
 	return "unknown";
+}
+
+const char *cs_decode_type_name(const struct msgpack_object *o)
+{
+	return type_name(o->type);
 }
 
 /* ---------------------------------------------------------------- JSON */
@@ -794,7 +801,8 @@ static cs_reason_t put_text_array(const cs_column_t *col, const msgpack_object *
 	return CS_REASON_OK;
 }
 
-/* A jsonb (version byte 1 + JSON text) or json column from any msgpack value but bin/ext. */
+/* A jsonb (version byte 1 + JSON text) or json column from any msgpack value but bin/ext: a
+ * json spec column, or a jsonb one stored in a json column, has no version byte. */
 static cs_reason_t put_json(const cs_decoder_t *dec, const cs_column_t *col, int depth,
 			    const msgpack_object *o, cs_buf_t *out, char *errstr, size_t size)
 {
@@ -813,7 +821,7 @@ static cs_reason_t put_json(const cs_decoder_t *dec, const cs_column_t *col, int
 	if (cs_buf_put_u32(out, 0) != 0)
 		return OOM;
 	j.start = out->len;
-	if (col->enc != CS_ENC_JSON && !json_put(&j, "\1", 1))
+	if (col->type == CS_COL_JSONB && col->enc != CS_ENC_JSON && !json_put(&j, "\1", 1))
 		return j.oom ? OOM : j.reason;
 	if (!json_value(&j, o)) {
 		if (j.oom)
@@ -847,10 +855,20 @@ static cs_reason_t put_column(const cs_decoder_t *dec, const cs_tablespec_t *spe
 			       ? CS_REASON_OK
 			       : OOM;
 	case CS_COL_JSONB: /* the entry map is level 1, as in check_depth() */
+	case CS_COL_JSON:
 		return put_json(dec, col, 1, o, out, errstr, size);
 	case CS_COL_TEXT_ARRAY:
 		return put_text_array(col, o, out, dec->limits.max_field_bytes, errstr, size);
 	case CS_COL_EMBEDDING: return put_embedding(col, spec->dim, o, out, errstr, size);
+	case CS_COL_UUID:
+	case CS_COL_TIMESTAMPTZ:
+	case CS_COL_DATE:
+	case CS_COL_NUMERIC:
+	case CS_COL_BYTEA:
+	case CS_COL_FLOAT8_ARRAY:
+	case CS_COL_INT4_ARRAY:
+	case CS_COL_INT8_ARRAY:
+		return cs_pgbinary_put(col, o, dec->limits.max_field_bytes, out, errstr, size);
 	}
 	return reject(CS_REASON_WRONG_TYPE, errstr, size, "field \"%s\" has an unknown type",
 		      col->name);
@@ -912,6 +930,10 @@ static cs_reason_t encode_tuple(const cs_decoder_t *dec, const cs_tablespec_t *s
 		if (spec->cols[c].in_key &&
 		    cs_buf_append(keys, tuples->data + field_at[c], end - field_at[c]) != 0)
 			r = OOM;
+		else if (spec->cols[c].in_key) /* equal values, equal key bytes */
+			cs_pgbinary_canonical_key(&spec->cols[c],
+						  keys->data + keys->len - (end - field_at[c]),
+						  end - field_at[c]);
 	}
 	if (r != CS_REASON_OK) {
 		tuples->len = t0;

@@ -266,6 +266,25 @@ static bool type_fits(cs_column_t *col, const char *typname, unsigned elem_oid)
 		return strcmp(typname, "jsonb") == 0 || strcmp(typname, "json") == 0;
 	case CS_COL_TEXT_ARRAY:
 		return strcmp(typname, "_text") == 0 || strcmp(typname, "_varchar") == 0;
+	case CS_COL_UUID:
+		return strcmp(typname, "uuid") == 0;
+	case CS_COL_TIMESTAMPTZ:
+		return strcmp(typname, "timestamptz") == 0;
+	case CS_COL_DATE:
+		return strcmp(typname, "date") == 0;
+	case CS_COL_NUMERIC: /* any precision and scale: the server applies the typmod */
+		return strcmp(typname, "numeric") == 0;
+	case CS_COL_BYTEA:
+		return strcmp(typname, "bytea") == 0;
+	case CS_COL_FLOAT8_ARRAY:
+		return strcmp(typname, "_float8") == 0;
+	case CS_COL_INT4_ARRAY:
+		return strcmp(typname, "_int4") == 0;
+	case CS_COL_INT8_ARRAY:
+		return strcmp(typname, "_int8") == 0;
+	case CS_COL_JSON: /* encoded as text, compared as text by the merge (json has no "=") */
+		col->enc = CS_ENC_JSON;
+		return strcmp(typname, "json") == 0;
 	case CS_COL_EMBEDDING:
 		if (strcmp(typname, "vector") == 0) {
 			col->enc = CS_ENC_VECTOR;

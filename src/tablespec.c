@@ -60,7 +60,8 @@ static const builtin_t builtins[] = {
 	BUILTIN(trajectories),
 };
 
-/* SQL spellings accepted in a column list, and the one used for DDL first for each type. */
+/* SQL spellings accepted in a column list: the first of each type is the one used for DDL (and
+ * listed in messages), aliases follow. */
 static const struct {
 	const char *sql;
 	cs_coltype_t type;
@@ -75,6 +76,15 @@ static const struct {
 	{"jsonb", CS_COL_JSONB},
 	{"text[]", CS_COL_TEXT_ARRAY},
 	{"embedding", CS_COL_EMBEDDING},
+	{"uuid", CS_COL_UUID},
+	{"timestamptz", CS_COL_TIMESTAMPTZ},
+	{"date", CS_COL_DATE},
+	{"numeric", CS_COL_NUMERIC},
+	{"bytea", CS_COL_BYTEA},
+	{"double precision[]", CS_COL_FLOAT8_ARRAY},
+	{"integer[]", CS_COL_INT4_ARRAY},
+	{"bigint[]", CS_COL_INT8_ARRAY},
+	{"json", CS_COL_JSON},
 	{"int2", CS_COL_INT2},
 	{"int", CS_COL_INT4},
 	{"int4", CS_COL_INT4},
@@ -83,7 +93,15 @@ static const struct {
 	{"float8", CS_COL_FLOAT8},
 	{"bool", CS_COL_BOOL},
 	{"vector", CS_COL_EMBEDDING},
+	{"timestamp with time zone", CS_COL_TIMESTAMPTZ},
+	{"decimal", CS_COL_NUMERIC},
+	{"float8[]", CS_COL_FLOAT8_ARRAY},
+	{"int[]", CS_COL_INT4_ARRAY},
+	{"int4[]", CS_COL_INT4_ARRAY},
+	{"int8[]", CS_COL_INT8_ARRAY},
 };
+
+#define NTYPE_NAMES (sizeof(type_names) / sizeof(type_names[0]))
 
 /* Reset a spec to an empty one called `name` with the defaults. */
 static void spec_reset(cs_tablespec_t *spec, const char *name)
@@ -126,6 +144,29 @@ int cs_coltype_parse(const char *sql, cs_coltype_t *type)
 		}
 	}
 	return -1;
+}
+
+void cs_coltype_list(char *out, size_t size)
+{
+	size_t len = 0;
+
+	if (size == 0)
+		return;
+	out[0] = '\0';
+	for (size_t i = 0; i < NTYPE_NAMES; i++) {
+		size_t j = 0;
+		int n;
+		while (type_names[j].type != type_names[i].type)
+			j++;
+		if (j != i) /* an alias */
+			continue;
+		n = snprintf(out + len, size - len, "%s%s", len ? ", " : "", type_names[i].sql);
+		if (n < 0 || (size_t)n >= size - len) {
+			out[len] = '\0'; /* whole names only */
+			return;
+		}
+		len += (size_t)n;
+	}
 }
 
 const char *cs_coltype_sql(cs_coltype_t type)
@@ -216,8 +257,11 @@ static int parse_column(cs_column_t *col, const char *item, char *errstr, size_t
 		type[tlen - 9] = '\0';
 	}
 	if (cs_coltype_parse(type, &col->type) != 0) {
-		snprintf(errstr, errstr_size, "column \"%s\" has unsupported type \"%s\"", col->name,
-			 type);
+		char list[512];
+		cs_coltype_list(list, sizeof(list));
+		snprintf(errstr, errstr_size,
+			 "column \"%s\" has unsupported type \"%s\" (supported: %s)", col->name,
+			 type, list);
 		return -1;
 	}
 	return 0;
@@ -240,6 +284,12 @@ static int parse_key(cs_tablespec_t *spec, const char *key, char *errstr, size_t
 			if (c < 0) {
 				snprintf(errstr, errstr_size, "key column \"%s\" is not in the column list",
 					 name);
+				return -1;
+			}
+			if (spec->cols[c].type == CS_COL_JSON) {
+				snprintf(errstr, errstr_size,
+					 "key column \"%s\" is json, which has no equality "
+					 "(use jsonb)", name);
 				return -1;
 			}
 			spec->cols[c].in_key = true;

@@ -280,7 +280,10 @@ static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
 		const char *cast;
 		if (!spec->cols[i].update)
 			continue;
-		cast = spec->cols[i].enc == CS_ENC_JSON ? "::text" : "";
+		/* numeric as text too: 1.5 = 1.50, yet the later entry's scale must win */
+		cast = spec->cols[i].enc == CS_ENC_JSON || spec->cols[i].type == CS_COL_NUMERIC
+			       ? "::text"
+			       : "";
 		cs_schema_quote(q, sizeof(q), spec->cols[i].name);
 		if (add(buf, len, "%st.%s%s IS DISTINCT FROM EXCLUDED.%s%s", first ? "" : " OR ", q,
 			cast, q, cast) != 0)

@@ -40,11 +40,17 @@ typedef enum cs_reason {
 	CS_REASON_TOO_LARGE,      /* message, field or entry count above the limit */
 	CS_REASON_DB_REJECTED,    /* PostgreSQL refused the row (set by the writer, not the decoder) */
 	CS_REASON_NO_TABLE,       /* message from a topic no table reads (set by the consumer) */
+	CS_REASON_INVALID_FORMAT, /* a value not in its type's format (uuid, timestamp, number) */
 	CS_REASON__COUNT
 } cs_reason_t;
 
 /* Stable lower-case name of a reason, e.g. "missing_field". Never NULL. */
 const char *cs_reason_name(cs_reason_t reason);
+
+struct msgpack_object;
+
+/* Name of a msgpack value's type for messages: "int", "str", "bin", ... Never NULL. */
+const char *cs_decode_type_name(const struct msgpack_object *o);
 
 typedef struct cs_decode_limits {
 	size_t max_message_bytes; /* larger message values are rejected whole (TOO_LARGE) */

@@ -31,12 +31,22 @@ typedef enum cs_coltype {
 	CS_COL_JSONB,      /* msgpack map (or any value)                    -> jsonb */
 	CS_COL_TEXT_ARRAY, /* msgpack array of str                          -> text[] */
 	CS_COL_EMBEDDING,  /* array of N numbers or bin of 4*N bytes (LE f32) -> vector(N) or real[] */
+	/* the types of src/pgbinary.c (accepted forms in include/copysink/pgbinary.h) */
+	CS_COL_UUID,         /* str 8-4-4-4-12 hex, or bin of 16 bytes        -> uuid */
+	CS_COL_TIMESTAMPTZ,  /* RFC 3339 str, epoch ms int, or timestamp ext  -> timestamptz */
+	CS_COL_DATE,         /* str YYYY-MM-DD, or a midnight UTC instant     -> date */
+	CS_COL_NUMERIC,      /* decimal str, int, or finite float             -> numeric */
+	CS_COL_BYTEA,        /* msgpack bin                                   -> bytea */
+	CS_COL_FLOAT8_ARRAY, /* array of finite numbers or nil                -> double precision[] */
+	CS_COL_INT4_ARRAY,   /* array of int32 or nil                         -> integer[] */
+	CS_COL_INT8_ARRAY,   /* array of int64 or nil                         -> bigint[] */
+	CS_COL_JSON,         /* as jsonb, stored as JSON text                 -> json */
 } cs_coltype_t;
 
 /* Wire encoding chosen from the catalog at start-up (binary COPY format of the real column). */
 typedef enum cs_colenc {
 	CS_ENC_DEFAULT = 0, /* the natural encoding of the logical type */
-	CS_ENC_JSON,        /* jsonb spec column stored in a json column */
+	CS_ENC_JSON,        /* jsonb (or json) spec column stored in a json column */
 	CS_ENC_VECTOR,      /* embedding in a pgvector vector column */
 	CS_ENC_FLOAT4_ARRAY /* embedding in a real[] column */
 } cs_colenc_t;
@@ -88,6 +98,10 @@ int cs_tablespec_parse_columns(cs_tablespec_t *spec, const char *columns, const 
 /* Logical type from its SQL spelling ("text", "integer", "double precision", "text[]", ...);
  * @returns 0 and sets *type, or -1 when unknown. */
 int cs_coltype_parse(const char *sql, cs_coltype_t *type);
+
+/* The spellings a column list accepts, one per type ("text, smallint, ..., json"), for
+ * messages; NUL-terminated, the names that fit in `size` bytes. */
+void cs_coltype_list(char *out, size_t size);
 
 /* The SQL spelling of a logical type for DDL; embeddings give "real[]". */
 const char *cs_coltype_sql(cs_coltype_t type);

@@ -39,8 +39,11 @@ static void init(void)
 		if (cs_tablespec_parse_columns(&specs[i],
 					       "id bigint not null, s text, i2 smallint, i4 integer, "
 					       "f4 real, f8 double precision, b boolean, j jsonb, "
-					       "t text[], embedding embedding",
-					       "id", err, sizeof(err)) != 0) {
+					       "t text[], embedding embedding, u uuid, ts timestamptz, "
+					       "d date, n numeric, by bytea, fa double precision[], "
+					       "ia integer[], la bigint[], js json",
+					       /* the second copy keys on numeric and uuid too */
+					       i == 3 ? "id" : "id, n, u", err, sizeof(err)) != 0) {
 			fprintf(stderr, "fuzz_decode: %s\n", err);
 			abort();
 		}

@@ -25,6 +25,15 @@ def seeds():
     yield "all_types", msgpack.packb({"id": 1, "s": "é東", "i2": -2, "i4": 70000, "f4": 1.5,
                                       "f8": 2.5, "b": False, "j": [1, "two"], "t": ["a"],
                                       "embedding": EMB})
+    new = {"id": 3, "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+           "ts": "2026-12-03T14:00:00.5+02:00", "d": "2024-02-29", "n": "-123.4500", "by": b"\x00\xff", "fa": [1.5, None, -2],
+           "ia": [1, None], "la": [-2 ** 63], "js": {"a": [1, None]}}
+    yield "new_types", msgpack.packb(new)
+    yield "new_types_other_forms", msgpack.packb(
+        {**new, "u": bytes(range(16)), "ts": msgpack.Timestamp(1796306400, 500),
+         "d": 1796256000000, "n": 1.5e-7})
+    yield "new_types_bad", msgpack.packb(
+        {**new, "ts": "2026-12-03T14:00:00", "n": "1e-99999", "d": "2023-02-29"})
     yield "array", msgpack.packb([mem, {**mem, "key": "k2"}, 5])
     yield "missing", msgpack.packb({"namespace": "ns"})
     yield "wrong_type", msgpack.packb({**mem, "value": 5})

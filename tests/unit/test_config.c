@@ -355,7 +355,10 @@ static void test_file_errors(void **state)
 		 "it needs \"columns\" (and \"key\" unless it is insert-only)"},
 		{"[table events]\ncolumns = id bigserial\n",
 		 ":2: invalid \"columns\" of table \"events\": "
-		 "column \"id\" has unsupported type \"bigserial\""},
+		 "column \"id\" has unsupported type \"bigserial\" (supported: text, smallint, "
+		 "integer, bigint, real, double precision, boolean, jsonb, text[], embedding, uuid, "
+		 "timestamptz, date, numeric, bytea, double precision[], integer[], bigint[], "
+		 "json)"},
 		{"[table events]\nkey = nope\ncolumns = id bigint\n",
 		 ":2: invalid \"key\" of table \"events\": "
 		 "key column \"nope\" is not in the column list"},
@@ -695,7 +698,9 @@ static void test_print_round_trip(void **state)
 	cs_config_t cfg;
 
 	snprintf(ini, sizeof(ini), "%s[worker]\nlog_level = warning\n%s"
-				   "[table audit]\ncolumns = at bigint, what text not null\n",
+				   "[table audit]\ncolumns = at timestamp with time zone, what text "
+				   "not null, id uuid, n decimal, d date, b bytea, f float8[], "
+				   "i int[], l int8[], j json\n",
 		 example_ini, events_ini);
 	if (load_text(&cfg, ini, NULL, NULL, 0, err, sizeof(err), NULL, 0) != 0)
 		fail_msg("%s", err);
@@ -710,6 +715,9 @@ static void test_print_round_trip(void **state)
 				      "not null, body text not null, payload jsonb, labels text[], "
 				      "embedding embedding\nkey = id\n"));
 	assert_non_null(strstr(first, "[table audit]\ntopic = audit\non_conflict = none\n"));
+	assert_non_null(strstr(first, "columns = at timestamptz, what text not null, id uuid, "
+				      "n numeric, d date, b bytea, f double precision[], "
+				      "i integer[], l bigint[], j json\n"));
 	assert_non_null(strstr(first, "[batch]\nmax_rows = 10000\nmax_bytes = 33554432\n"
 				      "linger_ms = 200\n"));
 	assert_null(strstr(first, "[table patterns]\ntopic = memory.patterns\non_conflict = "
@@ -747,7 +755,7 @@ static void test_help(void **state)
 		"  key = ",
 		"  schema = public\n",
 	};
-	char *buf = NULL;
+	char *buf = NULL, *types, *save = NULL, list[512];
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 
@@ -757,6 +765,24 @@ static void test_help(void **state)
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
 		if (strstr(buf, wanted[i]) == NULL)
 			fail_msg("no \"%s\" in the help:\n%s", wanted[i], buf);
+	/* every column type a spec takes is in the help's list */
+	types = strstr(buf, "\nColumn types: ");
+	assert_non_null(types);
+	for (char *p = types; *p != '\0'; p++)
+		if (*p == '\n')
+			*p = ' ';
+	cs_coltype_list(list, sizeof(list));
+	for (char *name = strtok_r(list, ", ", &save); name != NULL;
+	     name = strtok_r(NULL, ", ", &save)) {
+		bool found = false;
+		if (strcmp(name, "double") == 0 || strcmp(name, "precision") == 0)
+			continue; /* "double precision" is split; "precision[]" stays */
+		for (const char *at = strstr(types, name); at != NULL && !found;
+		     at = strstr(at + 1, name))
+			found = at[-1] == ' ' && strchr(",. ", at[strlen(name)]) != NULL;
+		if (!found)
+			fail_msg("column type \"%s\" is not in the help:%s", name, types);
+	}
 	free(buf);
 }
 

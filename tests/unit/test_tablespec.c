@@ -77,6 +77,12 @@ static void test_parse_columns(void **state)
 	assert_int_equal(cs_tablespec_nkeys(&spec), 0);
 }
 
+/* The types a column list takes, as the unknown-type error lists them. */
+#define SUPPORTED                                                                              \
+	"text, smallint, integer, bigint, real, double precision, boolean, jsonb, text[], "    \
+	"embedding, uuid, timestamptz, date, numeric, bytea, double precision[], integer[], "  \
+	"bigint[], json"
+
 /* Every rejection names what is wrong. */
 static void test_parse_errors(void **state)
 {
@@ -84,7 +90,12 @@ static void test_parse_errors(void **state)
 		const char *columns, *key, *error;
 	} cases[] = {
 		{"id", "", "column \"id\" has no type"},
-		{"id money", "", "column \"id\" has unsupported type \"money\""},
+		{"id money", "", "column \"id\" has unsupported type \"money\" (supported: "
+				 SUPPORTED ")"},
+		{"id timestamp", "", "column \"id\" has unsupported type \"timestamp\" (supported: "
+				     SUPPORTED ")"},
+		{"id bigint, j json", "id, j",
+		 "key column \"j\" is json, which has no equality (use jsonb)"},
 		{"1id text", "", "invalid column name \"1id\""},
 		{"a text, a text", "", "column \"a\" is listed twice"},
 		{"a text", "b", "key column \"b\" is not in the column list"},
@@ -93,7 +104,7 @@ static void test_parse_errors(void **state)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		cs_tablespec_t spec;
-		char err[256] = "";
+		char err[512] = "";
 		memset(&spec, 0, sizeof(spec));
 		assert_int_equal(cs_tablespec_parse_columns(&spec, cases[i].columns, cases[i].key,
 							    err, sizeof(err)), -1);
@@ -114,7 +125,59 @@ static void test_type_sql(void **state)
 	assert_int_equal(t, CS_COL_FLOAT8);
 	assert_int_equal(cs_coltype_parse("vector", &t), 0);
 	assert_int_equal(t, CS_COL_EMBEDDING);
-	assert_int_equal(cs_coltype_parse("uuid", &t), -1);
+	assert_int_equal(cs_coltype_parse("timestamp", &t), -1);
+	assert_int_equal(cs_coltype_parse("money", &t), -1);
+}
+
+/* The types of src/pgbinary.c and json: every spelling, and the one DDL uses. */
+static void test_new_types(void **state)
+{
+	static const struct {
+		const char *sql;
+		cs_coltype_t type;
+		const char *ddl;
+	} cases[] = {
+		{"uuid", CS_COL_UUID, "uuid"},
+		{"UUID", CS_COL_UUID, "uuid"},
+		{"timestamptz", CS_COL_TIMESTAMPTZ, "timestamptz"},
+		{"timestamp with time zone", CS_COL_TIMESTAMPTZ, "timestamptz"},
+		{"date", CS_COL_DATE, "date"},
+		{"numeric", CS_COL_NUMERIC, "numeric"},
+		{"decimal", CS_COL_NUMERIC, "numeric"},
+		{"bytea", CS_COL_BYTEA, "bytea"},
+		{"double precision[]", CS_COL_FLOAT8_ARRAY, "double precision[]"},
+		{"float8[]", CS_COL_FLOAT8_ARRAY, "double precision[]"},
+		{"integer[]", CS_COL_INT4_ARRAY, "integer[]"},
+		{"int[]", CS_COL_INT4_ARRAY, "integer[]"},
+		{"int4[]", CS_COL_INT4_ARRAY, "integer[]"},
+		{"bigint[]", CS_COL_INT8_ARRAY, "bigint[]"},
+		{"int8[]", CS_COL_INT8_ARRAY, "bigint[]"},
+		{"json", CS_COL_JSON, "json"},
+	};
+	cs_tablespec_t spec;
+	char list[512], err[512];
+	cs_coltype_t t;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(cs_coltype_parse(cases[i].sql, &t), 0);
+		assert_int_equal(t, cases[i].type);
+		assert_string_equal(cs_coltype_sql(t), cases[i].ddl);
+	}
+	cs_coltype_list(list, sizeof(list));
+	assert_string_equal(list, SUPPORTED);
+	cs_coltype_list(list, 12); /* truncated at a whole name */
+	assert_string_equal(list, "text");
+	memset(&spec, 0, sizeof(spec));
+	assert_int_equal(cs_tablespec_parse_columns(&spec,
+		"id uuid not null, at timestamp  with time zone not null, d date, n numeric, "
+		"b bytea, f double precision[], i integer[], l bigint[], j json",
+		"id, at", err, sizeof(err)), 0);
+	assert_int_equal(spec.ncols, 9);
+	assert_int_equal(spec.cols[1].type, CS_COL_TIMESTAMPTZ);
+	assert_true(spec.cols[1].in_key && spec.cols[1].required);
+	assert_int_equal(spec.cols[8].type, CS_COL_JSON);
+	assert_int_equal(cs_tablespec_nkeys(&spec), 2);
 }
 
 int main(void)
@@ -124,6 +187,7 @@ int main(void)
 		cmocka_unit_test(test_parse_columns),
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_type_sql),
+		cmocka_unit_test(test_new_types),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
