@@ -751,8 +751,8 @@ broken:
 	return note_error(w, NULL);
 }
 
-/* Session staging: the staging table that connecting created is not there (SQLSTATE 42P01 from
- * the COPY into it, whose only relation it is). This transaction runs on another server
+/* Session staging: the staging table that connecting created is not there (SQLSTATE 42P01 or
+ * 3F000 from the COPY into it, whose only relation it is). This transaction runs on another server
  * connection than the one that created it: a pooler in transaction mode between the worker
  * and PostgreSQL (or one that resets sessions, DISCARD ALL), which every retry would meet
  * again. Names the cause and the cure, and stops the worker. */
@@ -798,7 +798,10 @@ static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *i
 		collapsed += tab->rows[idx[i]].collapsed;
 	}
 	err = copy_rows(w, b, t, idx, n, w->sql[t].copy, ROW_STAGE);
-	if (err == CS_ERR_FATAL && !w->xact_staging && strcmp(w->sqlstate, "42P01") == 0)
+	/* 3F000: the session has no temporary schema at all (a server connection of a pool that
+	 * never held a temporary table); 42P01: it has one, without this table */
+	if (err == CS_ERR_FATAL && !w->xact_staging &&
+	    (strcmp(w->sqlstate, "42P01") == 0 || strcmp(w->sqlstate, "3F000") == 0))
 		return staging_lost(w, t);
 	if (err == CS_OK && deletes > 0)
 		err = merge_step(w, w->sql[t].del, &deleted);
