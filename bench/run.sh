@@ -7,14 +7,15 @@
 #
 #   bench/run.sh                       the full run (200,000 entries, then the latency mode)
 #   bench/run.sh --entries 20000       any bench.py option (bench/run.sh --help lists them)
-#
+#   bench/run.sh --staging-only --entries 50000 --staging-rounds 5
+#                                      only staging = session against transaction (paired)
 # Ports: PostgreSQL from 56432, Kafka from 60092 (the next free ones).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
-	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 	echo
 	"$ROOT/scripts/setup.sh" >/dev/null
 	"$ROOT/scripts/venv.sh" >/dev/null
