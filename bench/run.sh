@@ -18,12 +18,12 @@ if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
 	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 	echo
 	"$ROOT/scripts/setup.sh" >/dev/null
-	"$ROOT/scripts/venv.sh" >/dev/null
-	exec "$ROOT/.cache/venv/bin/python" "$ROOT/bench/bench.py" --help
+	VENV=$("$ROOT/scripts/venv.sh")
+	exec "$VENV/bin/python" "$ROOT/bench/bench.py" --help
 fi
 
 "$ROOT/scripts/setup.sh"
-"$ROOT/scripts/venv.sh" >/dev/null
+VENV=$("$ROOT/scripts/venv.sh") # in COPYSINK_CACHE when set, as for the tests
 
 echo "== build (Release) in build-bench" >&2
 cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -53,7 +53,7 @@ PG_PORT=$(free_port 56432)
 KAFKA_PORT=$(free_port 60092)
 "$ROOT/scripts/kafka.sh" start "$WORK/kafka" "$KAFKA_PORT"
 
-"$ROOT/.cache/venv/bin/python" "$ROOT/bench/bench.py" \
+"$VENV/bin/python" "$ROOT/bench/bench.py" \
 	--pg "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" \
 	--kafka "127.0.0.1:$KAFKA_PORT" --bin "$ROOT/build-bench/copysink" \
 	--out "$ROOT/bench/results" "$@"
