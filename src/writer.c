@@ -365,21 +365,19 @@ static int build_delete(char *buf, const cs_tablespec_t *spec, const cs_table_sh
  * and takes the savepoint again, in one round trip. */
 static int build_create(cs_writer_t *w, int t, const char *stage, const char *target)
 {
-	table_sql_t *s = &w->sql[t];
+	char *buf = w->sql[t].create;
+	bool xact = w->xact_staging;
 	size_t len = 0;
 
-	return add(s->create, &len, "%sCREATE TEMP TABLE %s%s " CS_TOAST_WITH " ON COMMIT %s AS SELECT ",
-		   w->xact_staging ? "RELEASE SAVEPOINT copysink_table; " : "",
-		   w->xact_staging ? "" : "IF NOT EXISTS ", stage,
-		   w->xact_staging ? "DROP" : "DELETE ROWS") != 0 ||
-			       add_columns(s->create, &len, &w->specs[t], "", false) != 0 ||
-			       add(s->create, &len,
-				   ", 0::integer AS copysink_partition, 0::bigint AS copysink_offset, "
-				   "0::smallint AS copysink_op, false AS copysink_collapsed FROM %s "
-				   "WITH NO DATA%s",
-				   target, w->xact_staging ? "; SAVEPOINT copysink_table" : "") != 0
-		       ? -1
-		       : 0;
+	if (add(buf, &len, "%sCREATE TEMP TABLE %s%s " CS_TOAST_WITH " ON COMMIT %s AS SELECT ",
+		xact ? "RELEASE SAVEPOINT copysink_table; " : "", xact ? "" : "IF NOT EXISTS ",
+		stage, xact ? "DROP" : "DELETE ROWS") != 0 ||
+	    add_columns(buf, &len, &w->specs[t], "", false) != 0)
+		return -1;
+	return add(buf, &len,
+		   ", 0::integer AS copysink_partition, 0::bigint AS copysink_offset, "
+		   "0::smallint AS copysink_op, false AS copysink_collapsed FROM %s WITH NO DATA%s",
+		   target, xact ? "; SAVEPOINT copysink_table" : "");
 }
 
 /* Build the CREATE, COPY, delete and merge statements of table t. */
@@ -764,7 +762,8 @@ static cs_err_t staging_lost(cs_writer_t *w, int t)
 	snprintf(w->message, sizeof(w->message),
 		 "the staging table \"%s%d\" this connection created is gone: its transactions run "
 		 "on other server connections, as behind a connection pooler in transaction mode "
-		 "(PgBouncer pool_mode = transaction); set [postgres] staging = transaction (%.300s)",
+		 "(PgBouncer pool_mode = transaction); set [postgres] staging = transaction "
+		 "(%.300s)",
 		 STAGE_SESSION, t, why);
 	return CS_ERR_FATAL;
 }
