@@ -37,7 +37,7 @@ typedef struct table_sql {
 	char del[SQL_MAX];         /* DELETE the keys of delete and replace rows */
 	char merge[SQL_MAX];       /* INSERT ... ON CONFLICT for rows not collapsed */
 	char merge_force[SQL_MAX]; /* the same for collapsed rows (empty: merge covers them) */
-	char create[SQL_MAX];      /* CREATE TEMP TABLE staging (create_staging) */
+	char create[SQL_MAX];      /* CREATE TEMP TABLE staging (build_create) */
 	char truncate[128];        /* TRUNCATE staging, between bisection steps */
 	bool has_source;           /* the target has copysink_partition and copysink_offset */
 	bool staged;               /* the staging table exists (session: since connect; transaction:
@@ -750,10 +750,10 @@ broken:
 }
 
 /* Session staging: the staging table that connecting created is not there (SQLSTATE 42P01 or
- * 3F000 from the COPY into it, whose only relation it is). This transaction runs on another server
- * connection than the one that created it: a pooler in transaction mode between the worker
- * and PostgreSQL (or one that resets sessions, DISCARD ALL), which every retry would meet
- * again. Names the cause and the cure, and stops the worker. */
+ * 3F000 from the COPY into it, whose only relation it is). This transaction runs on another
+ * server connection than the one that created it: a pooler in transaction mode between the
+ * worker and PostgreSQL (or one that resets sessions, DISCARD ALL), which every retry would
+ * meet again. Names the cause and the cure, and stops the worker. */
 static cs_err_t staging_lost(cs_writer_t *w, int t)
 {
 	char why[sizeof(w->message)];
