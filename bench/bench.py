@@ -26,6 +26,8 @@ import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import staging
+
 DIM = 384
 PARTITIONS = 3
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi "
@@ -548,47 +550,9 @@ def latency(args, topic, rate, seconds, pool, conn, name, when_idle=True):
 # ---------------------------------------------------------------- main
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--entries", type=int, default=200_000)
-    ap.add_argument("--seed-entries", type=int, default=20_000,
-                    help="entries for the seed's COPY method (it is slow)")
-    ap.add_argument("--insert-entries", type=int, default=2_000,
-                    help="entries for the seed's individual INSERTs")
-    ap.add_argument("--batch-sizes", default="1000,2500,5000,10000,20000",
-                    help="max_rows values of the batch size sweep (empty: no sweep)")
-    ap.add_argument("--max-bytes", type=int, default=33554432)
-    ap.add_argument("--linger-ms", type=int, default=200)
-    ap.add_argument("--writers", type=int, default=PARTITIONS,
-                    help="[postgres] writers of the several-writers runs, which the targets "
-                         "compare (default: one per partition)")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds of the runs the targets compare (each figure: the fastest)")
-    ap.add_argument("--latency-rounds", type=int, default=5,
-                    help="rounds of the latency mode with the defaults (the figure: the best)")
-    ap.add_argument("--toast-entries", type=int, default=50_000,
-                    help="rows per width of the TOAST check (0: skip it)")
-    ap.add_argument("--latency-seconds", type=float, default=20,
-                    help="length of the latency mode (0: skip it)")
-    ap.add_argument("--pg", help="conninfo of an empty database")
-    ap.add_argument("--kafka", help="bootstrap servers")
-    ap.add_argument("--bin", help="the copysink binary")
-    ap.add_argument("--out", default="bench/results")
-    ap.add_argument("--profile", action=argparse.BooleanOptionalAction,
-                    default=shutil.which("perf") is not None,
-                    help="profile the whole machine with perf during copysink's new-keys run "
-                         "(default: when perf is installed) into OUT/profile.txt")
-    ap.add_argument("--report-only", action="store_true",
-                    help="write the report again from OUT/results.json")
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    if args.report_only:
-        with open(os.path.join(args.out, "results.json")) as f:
-            report(json.load(f), args.out)
-        return
-    if not (args.pg and args.kafka and args.bin):
-        ap.error("--pg, --kafka and --bin are required (bench/run.sh gives them)")
+def prepare(args):
+    """Everything the runs share: the table migrated and empty, the entries (new keys, and the
+    same keys with every value changed), their binary COPY, the two topics produced."""
     n = args.entries
     res = {"entries": n, "dim": DIM, "max_bytes": args.max_bytes, "linger_ms": args.linger_ms,
            "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
@@ -622,6 +586,61 @@ def main():
     res["produce_s"] = produce(args.kafka, t_new, new)
     produce(args.kafka, t_upd, upd)
     warm_up(args.kafka, t_new)
+
+    return res, conn, kind, pool, new, copy_new, copy_upd, t_new, t_upd, run_id
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--entries", type=int, default=200_000)
+    ap.add_argument("--seed-entries", type=int, default=20_000,
+                    help="entries for the seed's COPY method (it is slow)")
+    ap.add_argument("--insert-entries", type=int, default=2_000,
+                    help="entries for the seed's individual INSERTs")
+    ap.add_argument("--batch-sizes", default="1000,2500,5000,10000,20000",
+                    help="max_rows values of the batch size sweep (empty: no sweep)")
+    ap.add_argument("--max-bytes", type=int, default=33554432)
+    ap.add_argument("--linger-ms", type=int, default=200)
+    ap.add_argument("--writers", type=int, default=PARTITIONS,
+                    help="[postgres] writers of the several-writers runs, which the targets "
+                         "compare (default: one per partition)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the runs the targets compare (each figure: the fastest)")
+    ap.add_argument("--latency-rounds", type=int, default=5,
+                    help="rounds of the latency mode with the defaults (the figure: the best)")
+    ap.add_argument("--toast-entries", type=int, default=50_000,
+                    help="rows per width of the TOAST check (0: skip it)")
+    ap.add_argument("--latency-seconds", type=float, default=20,
+                    help="length of the latency mode (0: skip it)")
+    ap.add_argument("--pg", help="conninfo of an empty database")
+    ap.add_argument("--kafka", help="bootstrap servers")
+    ap.add_argument("--bin", help="the copysink binary")
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--profile", action=argparse.BooleanOptionalAction,
+                    default=shutil.which("perf") is not None,
+                    help="profile the whole machine with perf during copysink's new-keys run "
+                         "(default: when perf is installed) into OUT/profile.txt")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the report again from OUT/results.json")
+    ap.add_argument("--staging-rounds", type=int, default=5,
+                    help="paired rounds of [postgres] staging = session against transaction "
+                         "(bench/staging.py; OUT/staging.json and staging.md; 0: skip it)")
+    ap.add_argument("--staging-only", action="store_true",
+                    help="run only the staging comparison (and what it needs)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    if args.report_only:
+        with open(os.path.join(args.out, "results.json")) as f:
+            report(json.load(f), args.out)
+        return
+    if not (args.pg and args.kafka and args.bin):
+        ap.error("--pg, --kafka and --bin are required (bench/run.sh gives them)")
+    res, conn, kind, pool, new, copy_new, copy_upd, t_new, t_upd, run_id = prepare(args)
+    n = args.entries
+    if args.staging_only:
+        staging.compare(sys.modules[__name__], args, conn, t_new, t_upd, copy_new, n)
+        return
 
     # The runs that the targets compare, in turns, ROUNDS times: the first run after producing
     # meets a busier machine (the broker writing back its pages) and the machine is shared, so
@@ -774,6 +793,9 @@ def main():
         p50, p99, cnt = latency(args, t_lat, rate, args.latency_seconds, pool, conn,
                                 "latency_linger", False)
         res["latency_linger"] = {"rate": rate, "p50_ms": p50, "p99_ms": p99, "samples": cnt}
+
+    if args.staging_rounds > 0:
+        staging.compare(sys.modules[__name__], args, conn, t_new, t_upd, copy_new, n)
 
     report(res, args.out)
 

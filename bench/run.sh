@@ -7,22 +7,23 @@
 #
 #   bench/run.sh                       the full run (200,000 entries, then the latency mode)
 #   bench/run.sh --entries 20000       any bench.py option (bench/run.sh --help lists them)
-#
+#   bench/run.sh --staging-only --entries 50000 --staging-rounds 5
+#                                      only staging = session against transaction (paired)
 # Ports: PostgreSQL from 56432, Kafka from 60092 (the next free ones).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
-	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 	echo
 	"$ROOT/scripts/setup.sh" >/dev/null
-	"$ROOT/scripts/venv.sh" >/dev/null
-	exec "$ROOT/.cache/venv/bin/python" "$ROOT/bench/bench.py" --help
+	VENV=$("$ROOT/scripts/venv.sh")
+	exec "$VENV/bin/python" "$ROOT/bench/bench.py" --help
 fi
 
 "$ROOT/scripts/setup.sh"
-"$ROOT/scripts/venv.sh" >/dev/null
+VENV=$("$ROOT/scripts/venv.sh") # in COPYSINK_CACHE when set, as for the tests
 
 echo "== build (Release) in build-bench" >&2
 cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -52,7 +53,7 @@ PG_PORT=$(free_port 56432)
 KAFKA_PORT=$(free_port 60092)
 "$ROOT/scripts/kafka.sh" start "$WORK/kafka" "$KAFKA_PORT"
 
-"$ROOT/.cache/venv/bin/python" "$ROOT/bench/bench.py" \
+"$VENV/bin/python" "$ROOT/bench/bench.py" \
 	--pg "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" \
 	--kafka "127.0.0.1:$KAFKA_PORT" --bin "$ROOT/build-bench/copysink" \
 	--out "$ROOT/bench/results" "$@"

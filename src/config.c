@@ -846,6 +846,12 @@ static int cross_check(loader_t *ld)
 		return fail(ld, NULL, "[worker] retry_backoff_max_ms (%lld) is less than "
 				      "retry_backoff_ms (%lld)",
 			    (long long)cfg->retry_backoff_max_ms, (long long)cfg->retry_backoff_ms);
+	/* a pooled server connection keeps the temp_buffers of its first temporary table */
+	if (cfg->pg_staging != NULL && strcmp(cfg->pg_staging, "transaction") == 0 &&
+	    cfg->pg_temp_buffers_mb != 0)
+		return fail(ld, NULL, "[postgres] temp_buffers_mb (%lld) needs staging = session: "
+				      "with staging = transaction it cannot be set",
+			    (long long)cfg->pg_temp_buffers_mb);
 	return 0;
 }
 

@@ -26,6 +26,10 @@ const keydef_t cs_conf_keys[] = {
 	 FIELD(pg_temp_buffers_mb),
 	 "the session's temp_buffers (MB) for the staging tables; 0 = the server's setting, "
 	 "-1 = twice max_bytes"},
+	{"postgres", "staging", KT_ENUM, "session", 0, 0, "session|transaction", NULL,
+	 FIELD(pg_staging),
+	 "staging tables per connection, or per transaction (ON COMMIT DROP) for poolers in "
+	 "transaction mode"},
 	{"postgres", "writers", KT_INT, "1", 1, 16, NULL, NULL, FIELD(pg_writers),
 	 "connections writing at once, each owning a share of the partitions and its own "
 	 "batches (max_bytes is shared among them)"},

@@ -1155,6 +1155,14 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 	return finish(w, errstr, errstr_size);
 }
 
+/* [postgres] staging as the writer takes it. */
+static cs_writer_staging_t staging_of(const cs_config_t *cfg)
+{
+	return cfg->pg_staging != NULL && strcmp(cfg->pg_staging, "transaction") == 0
+		       ? CS_WRITER_STAGING_TRANSACTION
+		       : CS_WRITER_STAGING_SESSION;
+}
+
 /* Connect a writer at start-up: a PostgreSQL that cannot be reached yet is waited for (the
  * loop connects again; once one connection failed, the others wait for their first use), a
  * table that does not match its spec stops the worker.
@@ -1206,6 +1214,7 @@ static cs_err_t lane_init(cs_worker_t *w, int i, const cs_decode_limits_t *limit
 					      : 2 * w->lane_max_bytes > 1073741824
 						      ? 1048576
 						      : 2 * w->lane_max_bytes / 1024);
+	cs_writer_set_staging(l->writer, staging_of(cfg));
 	cs_writer_set_direct(l->writer, cfg->pg_direct_copy == NULL ||
 						strcmp(cfg->pg_direct_copy, "off") != 0);
 	/* with several lanes, rows are merged in key order: two transactions that meet the same
@@ -1272,6 +1281,7 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 		snprintf(errstr, errstr_size, "out of memory");
 		goto fail;
 	}
+	cs_writer_set_staging(w->ctl, staging_of(cfg));
 	/* the memory cap (3 x max_bytes + 32 MB) holds whatever the number of lanes: they share
 	 * max_bytes (at least 1 MiB each) */
 	w->lane_max_bytes = cfg->batch_max_bytes / w->nlanes;

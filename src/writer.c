@@ -37,8 +37,11 @@ typedef struct table_sql {
 	char del[SQL_MAX];         /* DELETE the keys of delete and replace rows */
 	char merge[SQL_MAX];       /* INSERT ... ON CONFLICT for rows not collapsed */
 	char merge_force[SQL_MAX]; /* the same for collapsed rows (empty: merge covers them) */
+	char create[SQL_MAX];      /* CREATE TEMP TABLE staging (build_create) */
 	char truncate[128];        /* TRUNCATE staging, between bisection steps */
 	bool has_source;           /* the target has copysink_partition and copysink_offset */
+	bool staged;               /* the staging table exists (session: since connect; transaction:
+				    * in the current transaction, at its top level) */
 	/* The direct path: a batch of upserts whose keys are all new is COPYed straight into the
 	 * target, which costs about half of COPY into staging plus merge. A batch that meets an
 	 * existing key fails early with a unique violation, is rolled back to the savepoint and
@@ -50,6 +53,13 @@ typedef struct table_sql {
 } table_sql_t;
 
 #define DIRECT_SKIP_MAX 64
+
+/* The staging tables' names: copysink_stage_N for the session's tables, copysink_xstage_N for
+ * those of one transaction. Apart, so that a session's tables left on a pooled server
+ * connection (by a worker with staging = session behind the pooler) never meet a transaction's
+ * CREATE. */
+#define STAGE_SESSION "copysink_stage_"
+#define STAGE_XACT "copysink_xstage_"
 
 #define SOURCE_COLS "copysink_partition, copysink_offset"
 #define STAGE_EXTRA_COLS SOURCE_COLS ", copysink_op, copysink_collapsed"
@@ -66,6 +76,7 @@ struct cs_writer {
 	cs_buf_t copybuf; /* COPY data on its way, up to about COPY_CHUNK bytes */
 	bool direct;      /* try the direct path (try_direct) */
 	bool key_order;   /* merge rows in key order (cs_writer_set_key_order) */
+	bool xact_staging; /* staging tables per transaction (cs_writer_set_staging) */
 	int64_t temp_buffers_kb; /* SET temp_buffers at connect; 0 = the server's */
 	char offsets_arrays[5][SQL_MAX]; /* store_offsets(): its array parameters */
 	/* the SQLSTATE and message of the last failed statement */
@@ -106,6 +117,11 @@ void cs_writer_set_direct(cs_writer_t *w, bool on)
 void cs_writer_set_key_order(cs_writer_t *w, bool on)
 {
 	w->key_order = on;
+}
+
+void cs_writer_set_staging(cs_writer_t *w, cs_writer_staging_t staging)
+{
+	w->xact_staging = staging == CS_WRITER_STAGING_TRANSACTION;
 }
 
 void cs_writer_set_temp_buffers(cs_writer_t *w, int64_t kb)
@@ -297,9 +313,10 @@ static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
 				 : 0;
 }
 
-/* INSERT INTO target SELECT ... FROM staging WHERE `filter` [ORDER BY key] ON CONFLICT ... */
+/* INSERT INTO target SELECT ... FROM stage WHERE `filter` [ORDER BY key] ON CONFLICT ... */
 static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_shape_t *shape,
-		       int t, const char *target, const char *filter, bool force, bool key_order)
+		       const char *stage, const char *target, const char *filter, bool force,
+		       bool key_order)
 {
 	size_t len = 0;
 	const char *source = shape->has_source ? ", " SOURCE_COLS : "";
@@ -308,8 +325,7 @@ static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_sha
 			       add_columns(buf, &len, spec, "", false) != 0 ||
 			       add(buf, &len, "%s) SELECT ", source) != 0 ||
 			       add_columns(buf, &len, spec, "", false) != 0 ||
-			       add(buf, &len, "%s FROM pg_temp.copysink_stage_%d WHERE %s", source, t,
-				   filter) != 0 ||
+			       add(buf, &len, "%s FROM %s WHERE %s", source, stage, filter) != 0 ||
 			       (key_order && spec->on_conflict != CS_CONFLICT_NONE &&
 				(add(buf, &len, " ORDER BY ") != 0 ||
 				 add_columns(buf, &len, spec, "", true) != 0)) ||
@@ -321,13 +337,13 @@ static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_sha
 /* DELETE the rows whose keys the batch deletes (tombstones, and replace rows before their
  * insert). */
 static int build_delete(char *buf, const cs_tablespec_t *spec, const cs_table_shape_t *shape,
-			int t, const char *target)
+			const char *stage, const char *target)
 {
 	char q[2 * CS_MAX_NAME + 3];
 	size_t len = 0;
 
-	if (add(buf, &len, "DELETE FROM %s AS t USING pg_temp.copysink_stage_%d AS s "
-			   "WHERE s.copysink_op > 0", target, t) != 0)
+	if (add(buf, &len, "DELETE FROM %s AS t USING %s AS s WHERE s.copysink_op > 0", target,
+		stage) != 0)
 		return -1;
 	for (int i = 0; i < spec->ncols; i++) {
 		if (!spec->cols[i].in_key)
@@ -343,20 +359,50 @@ static int build_delete(char *buf, const cs_tablespec_t *spec, const cs_table_sh
 	return add(buf, &len, " AND ") != 0 ? -1 : add_guard(buf, &len, "t", "s", ">=");
 }
 
-/* Build the COPY, delete and merge statements of table t. */
+/* The CREATE of table t's staging table `stage` (unqualified): the spec's columns with their
+ * types, taken from the target, and the four of its own. A session's table is created once
+ * and emptied at every commit. A transaction's is dropped at its end (commit or rollback) and
+ * created at the transaction's top level, never inside a savepoint that a data error rolls
+ * back (the bisection would find it gone): write_table runs this where it holds the savepoint
+ * copysink_table with nothing done in it yet, so the statement leaves it, creates the table
+ * and takes the savepoint again, in one round trip. */
+static int build_create(cs_writer_t *w, int t, const char *stage, const char *target)
+{
+	char *buf = w->sql[t].create;
+	bool xact = w->xact_staging;
+	size_t len = 0;
+
+	if (add(buf, &len, "%sCREATE TEMP TABLE %s%s " CS_TOAST_WITH " ON COMMIT %s AS SELECT ",
+		xact ? "RELEASE SAVEPOINT copysink_table; " : "", xact ? "" : "IF NOT EXISTS ",
+		stage, xact ? "DROP" : "DELETE ROWS") != 0 ||
+	    add_columns(buf, &len, &w->specs[t], "", false) != 0)
+		return -1;
+	return add(buf, &len,
+		   ", 0::integer AS copysink_partition, 0::bigint AS copysink_offset, "
+		   "0::smallint AS copysink_op, false AS copysink_collapsed FROM %s WITH NO DATA%s",
+		   target, xact ? "; SAVEPOINT copysink_table" : "");
+}
+
+/* Build the CREATE, COPY, delete and merge statements of table t. */
 static int build_sql(cs_writer_t *w, int t, const cs_table_shape_t *shape)
 {
 	const cs_tablespec_t *spec = &w->specs[t];
 	table_sql_t *s = &w->sql[t];
 	char schema[2 * CS_MAX_NAME + 3], name[2 * CS_MAX_NAME + 3], target[4 * CS_MAX_NAME + 8];
+	char stage[64];
 	bool split = shape->has_source && spec->on_conflict == CS_CONFLICT_UPDATE;
 	size_t len = 0;
 
 	cs_schema_quote(schema, sizeof(schema), spec->schema);
 	cs_schema_quote(name, sizeof(name), spec->name);
 	snprintf(target, sizeof(target), "%s.%s", schema, name);
-	snprintf(s->truncate, sizeof(s->truncate), "TRUNCATE pg_temp.copysink_stage_%d", t);
-	if (add(s->copy, &len, "COPY pg_temp.copysink_stage_%d (", t) != 0 ||
+	snprintf(stage, sizeof(stage), "%s%d", w->xact_staging ? STAGE_XACT : STAGE_SESSION, t);
+	if (build_create(w, t, stage, target) != 0)
+		return -1;
+	snprintf(stage, sizeof(stage), "pg_temp.%s%d", w->xact_staging ? STAGE_XACT : STAGE_SESSION,
+		 t);
+	snprintf(s->truncate, sizeof(s->truncate), "TRUNCATE %s", stage);
+	if (add(s->copy, &len, "COPY %s (", stage) != 0 ||
 	    add_columns(s->copy, &len, spec, "", false) != 0 ||
 	    add(s->copy, &len, ", " STAGE_EXTRA_COLS ") FROM STDIN (FORMAT binary)") != 0)
 		return -1;
@@ -368,42 +414,21 @@ static int build_sql(cs_writer_t *w, int t, const cs_table_shape_t *shape)
 		shape->has_source ? ", " SOURCE_COLS : "") != 0)
 		return -1;
 	s->del[0] = s->merge_force[0] = '\0';
-	if (spec->on_conflict != CS_CONFLICT_NONE && build_delete(s->del, spec, shape, t, target) != 0)
+	if (spec->on_conflict != CS_CONFLICT_NONE &&
+	    build_delete(s->del, spec, shape, stage, target) != 0)
 		return -1;
-	if (build_merge(s->merge, spec, shape, t, target,
+	if (build_merge(s->merge, spec, shape, stage, target,
 			split ? "copysink_op < 2 AND NOT copysink_collapsed" : "copysink_op < 2",
 			false, w->key_order) != 0)
 		return -1;
-	if (split && build_merge(s->merge_force, spec, shape, t, target,
+	if (split && build_merge(s->merge_force, spec, shape, stage, target,
 				 "copysink_op < 2 AND copysink_collapsed", true, w->key_order) != 0)
 		return -1;
 	return 0;
 }
 
-/* Create the staging table of table t: same column types, emptied at every commit. */
-static cs_err_t create_staging(cs_writer_t *w, int t)
-{
-	const cs_tablespec_t *spec = &w->specs[t];
-	char sql[SQL_MAX], schema[2 * CS_MAX_NAME + 3], name[2 * CS_MAX_NAME + 3];
-	size_t len = 0;
-
-	cs_schema_quote(schema, sizeof(schema), spec->schema);
-	cs_schema_quote(name, sizeof(name), spec->name);
-	if (add(sql, &len,
-		"CREATE TEMP TABLE IF NOT EXISTS copysink_stage_%d " CS_TOAST_WITH
-		" ON COMMIT DELETE ROWS AS "
-		"SELECT ",
-		t) != 0 ||
-	    add_columns(sql, &len, spec, "", false) != 0 ||
-	    add(sql, &len,
-		", 0::integer AS copysink_partition, 0::bigint AS copysink_offset, "
-		"0::smallint AS copysink_op, false AS copysink_collapsed FROM %s.%s WITH NO DATA",
-		schema, name) != 0)
-		return own_error(w, CS_ERR_FATAL, "statement too long");
-	return run(w, sql, NULL);
-}
-
-/* Check every table, create the staging tables and build the statements. */
+/* Check every table, build its statements and, with staging = session, create its staging
+ * table (with staging = transaction, each transaction that needs one creates it). */
 static cs_err_t prepare_tables(cs_writer_t *w, char *errstr, size_t errstr_size)
 {
 	for (int t = 0; t < w->nspecs; t++) {
@@ -417,13 +442,17 @@ static cs_err_t prepare_tables(cs_writer_t *w, char *errstr, size_t errstr_size)
 				 w->specs[t].name);
 			return CS_ERR_FATAL;
 		}
-		err = create_staging(w, t);
+		w->sql[t].staged = false;
+		if (w->xact_staging)
+			continue;
+		err = run(w, w->sql[t].create, NULL);
 		if (err != CS_OK) {
 			snprintf(errstr, errstr_size,
 				 "could not create the staging table of \"%s\": %s", w->specs[t].name,
 				 w->message);
 			return err;
 		}
+		w->sql[t].staged = true;
 	}
 	if (cs_schema_check_offsets(w->conn, errstr, errstr_size) != 0)
 		return CS_ERR_FATAL;
@@ -468,7 +497,7 @@ static cs_err_t connect_with(cs_writer_t *w, const char *connect_timeout, char *
 		return CS_ERR_RETRIABLE;
 	}
 	cs_schema_quiet_notices(w->conn);
-	if (w->temp_buffers_kb > 0) {
+	if (w->temp_buffers_kb > 0 && !w->xact_staging) {
 		char sql[64];
 
 		/* before any temporary table of the session is touched, or PostgreSQL refuses it */
@@ -723,6 +752,39 @@ broken:
 	return note_error(w, NULL);
 }
 
+/* Session staging: the staging table that connecting created is not there (SQLSTATE 42P01 or
+ * 3F000 from the COPY into it, whose only relation it is). This transaction runs on another
+ * server connection than the one that created it: a pooler in transaction mode between the
+ * worker and PostgreSQL (or one that resets sessions, DISCARD ALL), which every retry would
+ * meet again. Names the cause and the cure, and stops the worker. */
+static cs_err_t staging_lost(cs_writer_t *w, int t)
+{
+	char why[sizeof(w->message)];
+
+	memcpy(why, w->message, sizeof(why));
+	snprintf(w->message, sizeof(w->message),
+		 "the staging table \"%s%d\" this connection created is gone: its transactions run "
+		 "on other server connections, as behind a connection pooler in transaction mode "
+		 "(PgBouncer pool_mode = transaction); set [postgres] staging = transaction "
+		 "(%.300s)",
+		 STAGE_SESSION, t, why);
+	return CS_ERR_FATAL;
+}
+
+/* With staging = transaction, create table t's staging table in this transaction unless it
+ * exists already. Called in write_table's savepoint copysink_table before anything ran in it
+ * (build_create says why). A failure is never the rows' fault: a data class is made fatal. */
+static cs_err_t ensure_staging(cs_writer_t *w, int t)
+{
+	cs_err_t err;
+
+	if (w->sql[t].staged)
+		return CS_OK;
+	err = run(w, w->sql[t].create, NULL);
+	w->sql[t].staged = err == CS_OK;
+	return err == CS_ERR_DATA ? CS_ERR_FATAL : err;
+}
+
 /* COPY the rows idx[0..n) of table t into its staging table and run the merge: the deletes
  * first (only when the rows hold any), then the inserts. The rows deleted and merged count
  * only when every step succeeded: a failed attempt is rolled back by the caller. */
@@ -738,6 +800,11 @@ static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *i
 		collapsed += tab->rows[idx[i]].collapsed;
 	}
 	err = copy_rows(w, b, t, idx, n, w->sql[t].copy, ROW_STAGE);
+	/* 3F000: the session has no temporary schema at all (a server connection of a pool that
+	 * never held a temporary table); 42P01: it has one, without this table */
+	if (err == CS_ERR_FATAL && !w->xact_staging &&
+	    (strcmp(w->sqlstate, "42P01") == 0 || strcmp(w->sqlstate, "3F000") == 0))
+		return staging_lost(w, t);
 	if (err == CS_OK && deletes > 0)
 		err = merge_step(w, w->sql[t].del, &deleted);
 	if (err == CS_OK)
@@ -860,6 +927,8 @@ static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reje
 	err = savepoint(w, "SAVEPOINT copysink_table");
 	if (err == CS_OK && w->direct)
 		err = try_direct(w, b, t, idx, n, &done);
+	if (err == CS_OK && !done)
+		err = ensure_staging(w, t);
 	if (err == CS_OK && !done)
 		err = copy_merge(w, b, t, idx, n);
 	if (err == CS_ERR_DATA) {
@@ -1007,6 +1076,8 @@ cs_err_t cs_writer_write(cs_writer_t *w, cs_batch_t *b, const int64_t *expected,
 	err = cs_writer_connect(w, errstr, errstr_size);
 	if (err != CS_OK)
 		return err;
+	for (int t = 0; t < w->nspecs && w->xact_staging; t++)
+		w->sql[t].staged = false; /* each transaction creates its own when it needs one */
 	/* the first statement on a connection the server closed meanwhile (restart,
 	 * pg_terminate_backend) is where libpq learns it */
 	err = run(w, "BEGIN", NULL);

@@ -41,6 +41,7 @@ typedef struct cs_config {
 	char *pg_direct_copy; /* owned; "on" (default) or "off": see cs_writer_set_direct() */
 	int64_t pg_temp_buffers_mb; /* 0 (default) = the server's; -1 = 2 x batch_max_bytes */
 	int64_t pg_writers; /* default 1: writer connections, each with a share of the partitions */
+	char *pg_staging; /* owned; "session" (default) or "transaction": cs_writer_set_staging() */
 
 	/* [batch] */
 	int64_t batch_max_rows;  /* default 10000 */

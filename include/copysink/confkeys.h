@@ -37,7 +37,7 @@ typedef struct keydef {
 #define NO_FIELD SIZE_MAX
 
 /* Every key, sections first in print order, then the keys of [table NAME] (section "table"). */
-#define CS_CONF_NKEYS 25
+#define CS_CONF_NKEYS 26
 extern const keydef_t cs_conf_keys[];
 extern const int cs_conf_nkeys;
 

@@ -2,7 +2,8 @@
  * writer.h - one batch, one PostgreSQL transaction: COPY into staging, merge, offsets, commit
  *
  * For each table with rows: binary COPY of the batch's live tuples into a temporary staging
- * table (created once per connection, ON COMMIT DELETE ROWS), then one
+ * table (created once per connection, ON COMMIT DELETE ROWS; or, with staging = transaction,
+ * in each transaction that needs one, ON COMMIT DROP), then one
  * INSERT ... SELECT ... ON CONFLICT (DO UPDATE for `update` tables, leaving rows whose values did
  * not change untouched; DO NOTHING for `skip`). Then the next offset of every partition in the
  * batch goes into copysink_offsets, fenced: the update only applies where the stored offset is
@@ -11,6 +12,12 @@
  * When COPY or the merge fails because of the data (SQLSTATE classes 22 and 23, and 54000), the
  * writer bisects the table's rows inside the transaction with savepoints until the bad rows are
  * isolated; those are reported through the reject callback and left out, and the rest commit.
+ *
+ * The writer keeps no state in the server's session that a later transaction relies on, other
+ * than the staging tables of staging = session: no prepared statement (PQexec and unnamed
+ * statements only), no SET but temp_buffers (session staging only), no advisory lock, no
+ * LISTEN. So with staging = transaction it works through a pooler that runs each transaction
+ * on any server connection (PgBouncer pool_mode = transaction).
  *
  * Every call that fails fills its errstr with a message naming the cause, never an empty one
  * (`connection to PostgreSQL lost` when the connection broke without a word).
@@ -73,12 +80,32 @@ void cs_writer_set_direct(cs_writer_t *w, bool on);
  */
 void cs_writer_set_key_order(cs_writer_t *w, bool on);
 
+/* Where the staging tables live. */
+typedef enum cs_writer_staging {
+	/* created when connecting (CREATE TEMP TABLE IF NOT EXISTS ... ON COMMIT DELETE ROWS) and
+	 * used by every transaction of the connection: needs one server session per connection */
+	CS_WRITER_STAGING_SESSION,
+	/* created inside each transaction whose batch takes the merge (ON COMMIT DROP), by a
+	 * name of their own; nothing outlives the transaction, for poolers in transaction mode */
+	CS_WRITER_STAGING_TRANSACTION,
+} cs_writer_staging_t;
+
+/*
+ * Where the staging tables live (CS_WRITER_STAGING_SESSION by default). Set before
+ * cs_writer_connect(). With session staging, a staging table found missing in a write (a
+ * pooler in transaction mode moved the transaction to another server connection) fails the
+ * write with CS_ERR_FATAL and a message that names the cause and `staging = transaction`.
+ */
+void cs_writer_set_staging(cs_writer_t *w, cs_writer_staging_t staging);
+
 /*
  * The session's temp_buffers in kB, set on every connection before the staging tables are
  * first used (0: leave the server's setting). Measured side by side in four paired rounds,
  * 64 MB (twice a default batch's COPY bytes) against the server's 8 MB: the new-keys staging
  * merge the same within noise (+3 %), the update merge about 10 % slower; so the default
- * leaves the server's setting.
+ * leaves the server's setting. Not set with staging = transaction (a server connection shared
+ * through a pooler cannot take another temp_buffers once it used temporary tables; the
+ * configuration refuses the combination).
  */
 void cs_writer_set_temp_buffers(cs_writer_t *w, int64_t kb);
 
@@ -86,8 +113,8 @@ void cs_writer_set_temp_buffers(cs_writer_t *w, int64_t kb);
 void cs_writer_destroy(cs_writer_t *w);
 
 /*
- * Connect if not connected: open the connection, check every table against its spec, create
- * the staging tables and prepare the merge statements.
+ * Connect if not connected: open the connection, check every table against its spec, build
+ * the statements and, with session staging, create the staging tables.
  * @returns CS_OK; CS_ERR_RETRIABLE when PostgreSQL cannot be reached; CS_ERR_FATAL when a table
  *          does not match its spec or the bookkeeping table is missing. errstr says why.
  */

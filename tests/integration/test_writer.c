@@ -137,12 +137,23 @@ static cs_err_t write_batch(cs_writer_t *w, cs_batch_t *b)
 /* Whether writers try the direct path; every test runs with it on and off. */
 static bool direct = true;
 
+/* The staging of the writers: COPYSINK_POSTGRES_STAGING=transaction, the worker's own override
+ * of [postgres] staging, runs every test with staging tables per transaction. */
+static cs_writer_staging_t staging_from_env(void)
+{
+	const char *v = getenv("COPYSINK_POSTGRES_STAGING");
+
+	return v != NULL && strcmp(v, "transaction") == 0 ? CS_WRITER_STAGING_TRANSACTION
+							  : CS_WRITER_STAGING_SESSION;
+}
+
 static cs_writer_t *new_writer(const char *group)
 {
 	cs_writer_t *w = cs_writer_new(conninfo, &spec, 1, group);
 
 	assert_non_null(w);
 	cs_writer_set_direct(w, direct);
+	cs_writer_set_staging(w, staging_from_env());
 	return w;
 }
 
@@ -680,6 +691,84 @@ static void test_deleted_count_bisect(void **state)
 	cs_writer_destroy(w);
 }
 
+#define STAGING_TABLES_SQL                                                                  \
+	"SELECT count(*) FROM pg_class WHERE relname LIKE 'copysink\\_%stage\\_%' "             \
+	"AND relpersistence = 't'"
+
+/* staging = transaction: no staging table exists between transactions, from the connect on;
+ * merges, deletes and a bisection (a direct COPY declined, the merge rejected, halves rolled
+ * back to their savepoints) all find theirs; the contents and the offsets are those of
+ * session staging. */
+static void test_transaction_staging(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	char err[512], v[256];
+
+	cs_writer_set_staging(w, CS_WRITER_STAGING_TRANSACTION);
+	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_OK);
+	assert_string_equal(query(STAGING_TABLES_SQL, v, sizeof(v)), "0");
+	for (int i = 1; i <= 4; i++)
+		add(b, 0, i, i, "a");
+	write_batch(w, b);
+	assert_string_equal(query(STAGING_TABLES_SQL, v, sizeof(v)), "0");
+	query("ALTER TABLE items ADD CONSTRAINT no_bad CHECK (body <> 'bad')", v, sizeof(v));
+	add(b, 0, 10, 1, "b");   /* an update */
+	add_delete(b, 0, 11, 2); /* a delete */
+	add(b, 0, 12, 7, "bad"); /* rejected */
+	add(b, 0, 13, 8, "c");
+	write_batch(w, b);
+	assert_string_equal(rejected, "12:23514");
+	assert_false(cs_writer_table_stats(w, 0)->direct);
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=b,3=a,4=a,8=c");
+	/* new keys with one bad row: the direct COPY is declined (when tried) before the staging
+	 * table exists */
+	rejected[0] = '\0';
+	add(b, 0, 14, 20, "d");
+	add(b, 0, 15, 21, "bad");
+	write_batch(w, b);
+	assert_string_equal(rejected, "15:23514");
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=b,3=a,4=a,8=c,20=d");
+	assert_string_equal(query(STAGING_TABLES_SQL, v, sizeof(v)), "0");
+	assert_string_equal(query("SELECT next_offset FROM copysink_offsets", v, sizeof(v)), "16");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* staging = session on a connection whose staging table went away (as when a pooler in
+ * transaction mode runs the transaction on another server connection; here another session
+ * drops it): the write fails as fatal, naming the cause and the setting. */
+static void test_session_staging_lost(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	int64_t expected = 1;
+	char err[1024], v[256];
+
+	cs_writer_set_staging(w, CS_WRITER_STAGING_SESSION);
+	add(b, 0, 0, 1, "a");
+	write_batch(w, b);
+	query("DO $$DECLARE r record; BEGIN FOR r IN SELECT n.nspname FROM pg_class c JOIN "
+	      "pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = 'copysink_stage_0' LOOP "
+	      "EXECUTE format('DROP TABLE %I.copysink_stage_0', r.nspname); END LOOP; END$$",
+	      v, sizeof(v));
+	assert_string_equal(query(STAGING_TABLES_SQL, v, sizeof(v)), "0");
+	add(b, 0, 1, 1, "b"); /* the key exists: the merge */
+	err[0] = '\0';
+	assert_int_equal(cs_writer_write(w, b, &expected, on_reject, NULL, err, sizeof(err)),
+			 CS_ERR_FATAL);
+	print_message("%s\n", err);
+	assert_non_null(strstr(err, "could not write to table \"items\": the staging table "
+				    "\"copysink_stage_0\" this connection created is gone"));
+	assert_non_null(strstr(err, "pool_mode = transaction"));
+	assert_non_null(strstr(err, "set [postgres] staging = transaction"));
+	assert_non_null(strstr(err, "SQLSTATE 42P01"));
+	assert_string_equal(cs_writer_last_sqlstate(w), "42P01");
+	assert_string_equal(query(ROWS_SQL, v, sizeof(v)), "1=a");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
 /* End every other session on the test database (the writer's), waiting until they are gone. */
 static void kill_backends(void)
 {
@@ -853,6 +942,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_unreachable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_hung, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_transaction_staging, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_staging_lost, setup, teardown),
 		/* the same again without the direct path */
 		cmocka_unit_test_setup_teardown(test_fencing, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_writers_side_by_side, setup_merge_only, teardown),
@@ -864,6 +955,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deleted_count, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_deleted_count_bisect, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_lost, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_transaction_staging, setup_merge_only, teardown),
+		cmocka_unit_test_setup_teardown(test_session_staging_lost, setup_merge_only, teardown),
 	};
 	cs_decode_limits_t limits;
 	int rc;

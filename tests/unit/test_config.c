@@ -130,6 +130,7 @@ static void assert_worker_defaults(const cs_config_t *cfg)
 	assert_string_equal(cfg->log_format, "logfmt");
 	assert_string_equal(cfg->log_level, "info");
 	assert_string_equal(cfg->http_listen, "127.0.0.1:9187");
+	assert_string_equal(cfg->pg_staging, "session");
 }
 
 /* Every value of the example, exactly. */
@@ -373,6 +374,12 @@ static void test_file_errors(void **state)
 		 ":4: tables \"patterns\" and \"trajectories\" both read topic \"trajectories\""},
 		{"[worker]\nretry_backoff_ms = 5000\nretry_backoff_max_ms = 1000\n",
 		 "!" "[worker] retry_backoff_max_ms (1000) is less than retry_backoff_ms (5000)"},
+		{"[postgres]\nstaging = pooled\n",
+		 ":2: invalid value \"pooled\" for key \"staging\" in section [postgres]: "
+		 "expected one of session|transaction"},
+		{"[postgres]\nstaging = transaction\ntemp_buffers_mb = -1\n",
+		 "!" "[postgres] temp_buffers_mb (-1) needs staging = session: with staging = "
+		 "transaction it cannot be set"},
 	};
 	char err[512], path[64], want[600];
 
@@ -483,6 +490,7 @@ static void test_env(void **state)
 		"COPYSINK_DLQ_TOPIC=env.dlq",
 		"COPYSINK_WORKER_LOG_FORMAT=json",
 		"COPYSINK_WORKER_RETRY_BACKOFF_MAX_MS=30000",
+		"COPYSINK_POSTGRES_STAGING=transaction",
 		"COPYSINK_HTTP_LISTEN=",
 		"COPYSINK_KAFKA_BOOTSTRAP_SERVERS=env:9092",
 		"COPYSINK_KAFKA_SASL_PASSWORD=pw",
@@ -503,6 +511,7 @@ static void test_env(void **state)
 	assert_string_equal(cfg.dlq_topic, "env.dlq");
 	assert_string_equal(cfg.log_format, "json");
 	assert_int_equal(cfg.retry_backoff_max_ms, 30000);
+	assert_string_equal(cfg.pg_staging, "transaction");
 	assert_string_equal(cfg.http_listen, "");
 	assert_int_equal(cfg.nkafka, 2);
 	assert_string_equal(cfg.kafka[0].key, "bootstrap.servers");
@@ -746,6 +755,7 @@ static void test_help(void **state)
 		"  log_format = logfmt   (logfmt|json)\n",
 		"  log_level = info   (debug|info|warning|error)\n",
 		"[http]\n  listen = 127.0.0.1:9187\n",
+		"  staging = session   (session|transaction)\n",
 		"COPYSINK_KAFKA_<KEY>",
 		"[table NAME]",
 		"  on_conflict = (see below)   (update|skip|none)\n",
