@@ -31,8 +31,8 @@ bookworm)
 		prometheus pgbouncer nodejs npm) ;;
 trixie)
 	# what the suite runs in its Debian 13 container (build, unit and "matrix" tests): msgpack-c
-	# 6 renamed its package; PostgreSQL 17 with pgvector
-	RELEASE=(libmsgpack-c-dev libclang-rt-dev postgresql-17-pgvector) ;;
+	# 6 renamed its package; PostgreSQL 17 with pgvector; PgBouncer for the pooling test
+	RELEASE=(libmsgpack-c-dev libclang-rt-dev postgresql-17-pgvector pgbouncer) ;;
 *) die "Debian 12 (bookworm) or 13 (trixie) expected, this is ${PRETTY_NAME:-unknown}" ;;
 esac
 
