@@ -20,7 +20,6 @@
  * on rejection both buffers are truncated back.
  */
 #include "copysink/decode.h"
-#include "copysink/embedding.h"
 
 #include <math.h>
 #include <msgpack.h>
@@ -29,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "copysink/embedding.h"
 
 #define ZONE_CHUNK (64 * 1024)
 #define MSGPACK_MAX_DEPTH 32 /* msgpack-c's container stack (MSGPACK_EMBED_STACK_SIZE) */
