@@ -324,17 +324,20 @@ static cs_reason_t dense_open(dense_t *d, int dim, bool halves_ok)
 
 	if (o->type == MSGPACK_OBJECT_ARRAY) {
 		d->n = o->via.array.size;
+	} else if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size / 4 == (uint32_t)dim &&
+		   o->via.bin.size % 4 == 0) {
+		d->n = (uint32_t)dim;
 	} else if (o->type == MSGPACK_OBJECT_BIN && halves_ok &&
 		   o->via.bin.size == 2 * (uint32_t)dim) {
 		d->n = (uint32_t)dim;
 		d->halves = true;
-	} else if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size % 4 == 0) {
-		d->n = o->via.bin.size / 4;
 	} else if (o->type == MSGPACK_OBJECT_BIN && halves_ok) {
 		return reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
 			      "field \"%s\" is a bin of %u bytes, expected %d (little-endian float32) "
 			      "or %d (little-endian half)",
 			      d->col->name, o->via.bin.size, 4 * dim, 2 * dim); /* dim <= 16000 */
+	} else if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size % 4 == 0) {
+		d->n = o->via.bin.size / 4; /* the wrong count, said below */
 	} else if (o->type == MSGPACK_OBJECT_BIN) {
 		return reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
 			      "field \"%s\" is a bin of %u bytes, expected %lld (little-endian float32)",
