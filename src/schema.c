@@ -84,11 +84,7 @@ static int exec_ok(PGconn *conn, const char *sql, char *errstr, size_t errstr_si
 	int rc = 0;
 
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		char *nl;
-		snprintf(errstr, errstr_size, "%s", PQerrorMessage(conn));
-		nl = strchr(errstr, '\n');
-		if (nl != NULL)
-			*nl = '\0';
+		cs_schema_error_text(conn, res, errstr, errstr_size);
 		rc = -1;
 	}
 	PQclear(res);
@@ -307,9 +303,10 @@ void cs_schema_quiet_notices(PGconn *conn)
 	PQsetNoticeProcessor(conn, notice_processor, NULL);
 }
 
-/* True when the table of `spec` exists. @returns 1, 0, or -1 with errstr. */
-static int table_exists(PGconn *conn, const cs_tablespec_t *spec, char *errstr,
-			size_t errstr_size)
+/* A yes-or-no question `sql` about the table of `spec` ($1: its qualified name).
+ * @returns 1, 0, or -1 with errstr. */
+static int table_fact(PGconn *conn, const cs_tablespec_t *spec, const char *sql, char *errstr,
+		      size_t errstr_size)
 {
 	char table[4 * CS_MAX_NAME + 8];
 	const char *params[1] = {table};
@@ -317,13 +314,12 @@ static int table_exists(PGconn *conn, const cs_tablespec_t *spec, char *errstr,
 	int rc;
 
 	qualified(table, sizeof(table), spec);
-	res = PQexecParams(conn, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, params, NULL,
-			   NULL, 0);
+	res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
 		char why[512];
 		cs_schema_error_text(conn, res, why, sizeof(why));
-		snprintf(errstr, errstr_size, "could not look for table \"%s.%s\": %s", spec->schema,
-			 spec->name, why);
+		snprintf(errstr, errstr_size, "could not read table \"%s.%s\" from the catalog: %s",
+			 spec->schema, spec->name, why);
 		rc = -1;
 	} else {
 		rc = PQgetvalue(res, 0, 0)[0] == 't';
@@ -331,6 +327,11 @@ static int table_exists(PGconn *conn, const cs_tablespec_t *spec, char *errstr,
 	PQclear(res);
 	return rc;
 }
+
+static const char exists_sql[] = "SELECT to_regclass($1) IS NOT NULL";
+static const char has_source_sql[] =
+	"SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname IN "
+	"('copysink_partition', 'copysink_offset') AND NOT attisdropped";
 
 /* True when a table about to be created has an embedding column that pgvector would type
  * (auto, vector, halfvec, sparsevec). */
@@ -392,11 +393,19 @@ static int migrate_table(PGconn *conn, const cs_tablespec_t *spec, bool exists,
 	}
 	if (exec_ok(conn, sql, errstr, errstr_size) != 0)
 		return -1;
+	if (!exists || cs_tablespec_nkeys(spec) == 0)
+		return 0; /* created with the source columns, or needs none */
+	/* ALTER TABLE takes the table's owner even when it changes nothing: only when needed */
+	switch (table_fact(conn, spec, has_source_sql, errstr, errstr_size)) {
+	case 1: return 0;
+	case 0: break;
+	default: return -1;
+	}
 	if (source_sql(spec, sql) != 0) {
 		snprintf(errstr, errstr_size, "table \"%s\": definition too long", spec->name);
 		return -1;
 	}
-	return sql[0] != '\0' ? exec_ok(conn, sql, errstr, errstr_size) : 0;
+	return exec_ok(conn, sql, errstr, errstr_size);
 }
 
 int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs, int nspecs,
@@ -421,7 +430,7 @@ int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs, int nspecs,
 	if (pgvector_read(conn, &pv, errstr, errstr_size) != 0)
 		goto rollback;
 	for (int t = 0; t < nspecs; t++) {
-		int e = table_exists(conn, &specs[t], errstr, errstr_size);
+		int e = table_fact(conn, &specs[t], exists_sql, errstr, errstr_size);
 		if (e < 0)
 			goto rollback;
 		exists[t] = e == 1;
