@@ -79,11 +79,13 @@ def column_types(conninfo):
 
 
 def migrate(copysink_bin, config, *overrides):
-    """`copysink migrate`; (exit status, its log)."""
+    """`copysink migrate` with create_extension at its default unless overridden; (exit
+    status, its log)."""
     args = [copysink_bin, "migrate", "-c", config]
     for o in overrides:
         args += ["-o", o]
-    p = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "COPYSINK_POSTGRES_CREATE_EXTENSION"}
+    p = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
     return p.returncode, p.stderr + p.stdout
 
 
