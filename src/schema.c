@@ -152,34 +152,33 @@ static int version_cmp(const char *a, const char *b)
 	return 0;
 }
 
-/* The embedding type that `copysink migrate` gives column `col` of `table` (about to be
- * created): its explicit type, which pgvector must then have in a recent enough version, or
- * for auto vector when the database has pgvector and real[] (said in a notice) when not.
- * @returns 0, or -1 with errstr saying what a superuser must do. */
-static int column_type(const char *table, const cs_column_t *col, int dim,
-		       const pgvector_t *pv, cs_embtype_t *type, char *errstr, size_t errstr_size)
+/* The type of an `auto` column of a table about to be created: vector when the database has
+ * pgvector, else real[], said in a notice (the operator may have wanted vector). */
+static cs_embtype_t auto_type(const char *table, const cs_column_t *col, const pgvector_t *pv)
 {
-	const char *min = cs_embedding_min_pgvector(col->emb_type);
-	const char *have = pv->installed[0] ? pv->installed : pv->available;
-	char sql[32];
+	bool server = pv->available[0] != '\0';
 
-	*type = col->emb_type;
-	cs_embedding_sql(col->emb_type, dim, sql, sizeof(sql));
-	if (col->emb_type == CS_EMB_AUTO) {
-		*type = pv->installed[0] ? CS_EMB_VECTOR : CS_EMB_REAL_ARRAY;
-		if (*type == CS_EMB_REAL_ARRAY)
-			cs_info("table \"%s\" column \"%s\" is created as real[]: database %s has no "
-				"pgvector extension%s%s%s",
-				table, col->name, pv->dbname,
-				pv->available[0] ? " (for vector, a superuser runs \"CREATE EXTENSION "
-						   "vector;\" in database "
-						 : " (and the server has no pgvector)",
-				pv->available[0] ? pv->dbname : "",
-				pv->available[0] ? " before migrate)" : "");
-		return 0;
-	}
-	if (!cs_embedding_needs_pgvector(col->emb_type))
-		return 0;
+	if (pv->installed[0] != '\0')
+		return CS_EMB_VECTOR;
+	cs_info("table \"%s\" column \"%s\" is created as real[]: database %s has no pgvector "
+		"extension%s%s%s",
+		table, col->name, pv->dbname,
+		server ? " (for vector, a superuser runs \"CREATE EXTENSION vector;\" in database "
+		       : " (and the server has no pgvector)",
+		server ? pv->dbname : "", server ? " before migrate)" : "");
+	return CS_EMB_REAL_ARRAY;
+}
+
+/* Check that pgvector can give column `col` (of pgvector's type `sql`) its type: the extension
+ * in the database, in version `min` or later (NULL: any). @returns 0, or -1 with errstr
+ * saying what a superuser must do. */
+static int pgvector_check(const char *table, const cs_column_t *col, const char *sql,
+			  const char *min, const pgvector_t *pv, char *errstr, size_t errstr_size)
+{
+	bool in_db = pv->installed[0] != '\0' && !pv->created; /* there before this migration */
+	const char *have = pv->installed[0] ? pv->installed : pv->available;
+	bool server_old = min != NULL && version_cmp(pv->available, min) < 0;
+
 	if (have[0] == '\0') {
 		snprintf(errstr, errstr_size,
 			 "table \"%s\" column \"%s\" is %s, which needs the pgvector extension, but "
@@ -189,13 +188,12 @@ static int column_type(const char *table, const cs_column_t *col, int dim,
 			 min ? " or later" : "", pv->dbname);
 		return -1;
 	}
-	if (min != NULL && (pv->installed[0] == '\0' || pv->created) &&
-	    version_cmp(have, min) < 0) {
+	if (min != NULL && version_cmp(have, min) < 0 && !in_db) {
 		snprintf(errstr, errstr_size,
 			 "table \"%s\" column \"%s\" is %s, which needs pgvector %s or later, but the "
 			 "server has pgvector %s: install pgvector %s or later on the server, then a "
 			 "superuser must run \"CREATE EXTENSION vector;\" in database %s",
-			 table, col->name, sql, min, have, min, pv->dbname);
+			 table, col->name, sql, min, pv->available, min, pv->dbname);
 		return -1;
 	}
 	if (min != NULL && version_cmp(have, min) < 0) {
@@ -204,10 +202,8 @@ static int column_type(const char *table, const cs_column_t *col, int dim,
 			 "database %s has pgvector %s: a superuser must run \"ALTER EXTENSION vector "
 			 "UPDATE;\" in database %s%s%s%s",
 			 table, col->name, sql, min, pv->dbname, have, pv->dbname,
-			 version_cmp(pv->available, min) < 0 ? " once pgvector " : "",
-			 version_cmp(pv->available, min) < 0 ? min : "",
-			 version_cmp(pv->available, min) < 0 ? " or later is installed on the server"
-							      : "");
+			 server_old ? " once pgvector " : "", server_old ? min : "",
+			 server_old ? " or later is installed on the server" : "");
 		return -1;
 	}
 	if (pv->installed[0] == '\0') {
@@ -219,6 +215,26 @@ static int column_type(const char *table, const cs_column_t *col, int dim,
 		return -1;
 	}
 	return 0;
+}
+
+/* The embedding type that `copysink migrate` gives column `col` of `table` (about to be
+ * created): auto_type() for auto, else its own, checked by pgvector_check() for pgvector's.
+ * @returns 0, or -1 with errstr. */
+static int column_type(const char *table, const cs_column_t *col, int dim,
+		       const pgvector_t *pv, cs_embtype_t *type, char *errstr, size_t errstr_size)
+{
+	char sql[32];
+
+	*type = col->emb_type;
+	if (col->emb_type == CS_EMB_AUTO) {
+		*type = auto_type(table, col, pv);
+		return 0;
+	}
+	if (!cs_embedding_needs_pgvector(col->emb_type))
+		return 0;
+	cs_embedding_sql(col->emb_type, dim, sql, sizeof(sql));
+	return pgvector_check(table, col, sql, cs_embedding_min_pgvector(col->emb_type), pv,
+			      errstr, errstr_size);
 }
 
 /* Build the CREATE TABLE IF NOT EXISTS statement of a spec. */
