@@ -95,7 +95,9 @@ int cs_tablespec_builtin(const char *name, cs_tablespec_t *spec);
  * Parse an operator's column list, e.g.
  *   "id bigint not null, body text not null, payload jsonb, tags text[], embedding embedding"
  * and a key list "id" (empty for an insert-only table), into `spec` (name, topic etc. untouched).
- * Columns not in the key are update columns.
+ * Columns not in the key are update columns. An embedding may be spelled with its type
+ * (vector(384), halfvec(768), sparsevec(30522), real[]: see embedding.h), which sets the
+ * column's emb_type and emb_dim; `embedding` (or `vector`) leaves them CS_EMB_AUTO and 0.
  * @returns 0, or -1 with the reason in errstr.
  */
 int cs_tablespec_parse_columns(cs_tablespec_t *spec, const char *columns, const char *key,
