@@ -114,7 +114,8 @@ count_result() {
 }
 
 # The build, the unit tests and the "matrix" tests inside the Debian 13 image (its own
-# PostgreSQL 17 with pgvector and Kafka broker, started by test.sh --matrix-only in there). The
+# PostgreSQL 17 with pgvector and Kafka broker, started by test.sh --matrix-only in there; with
+# create_extension = on every test's migrate makes vector columns, as on PostgreSQL 16). The
 # repository and the cache are mounted at their own paths; the container's Python packages go
 # to a cache of its own, the broker's jars are shared (hard links).
 debian13() {
@@ -129,7 +130,8 @@ debian13() {
 	done
 	echo "== debian13 (inside $("$ROOT/scripts/image.sh" name test))" >&2
 	"$ROOT/scripts/image.sh" run --rm -v "$ROOT:$ROOT" -v "$cache:$cache" -w "$ROOT" \
-		-e COPYSINK_CACHE="$cache/debian13" -e COPYSINK_TEST_PGVECTOR=required "${CA[@]}" \
+		-e COPYSINK_CACHE="$cache/debian13" -e COPYSINK_TEST_PGVECTOR=required \
+		-e COPYSINK_POSTGRES_CREATE_EXTENSION=on "${CA[@]}" \
 		"$("$ROOT/scripts/image.sh" name test)" \
 		scripts/test.sh --matrix-only --build-dir "$ROOT/build-debian13" 2>&1 | tee "$log" || true
 	count_result debian13 "$log"
@@ -171,6 +173,7 @@ if [ "$MATRIX" -eq 1 ]; then
 		COPYSINK_PG_BIN=$PG16_BIN "$ROOT/scripts/pg.sh" start "$WORK/pg16" "$PG16_PORT"; then
 		COPYSINK_TEST_PG_CONNINFO="host=127.0.0.1 port=$PG16_PORT user=postgres dbname=postgres" \
 		COPYSINK_TEST_PG_DIR=$WORK/pg16 COPYSINK_TEST_PGVECTOR=required \
+		COPYSINK_POSTGRES_CREATE_EXTENSION=on \
 			timed pg16 ctest_stage pg16 "$BUILD" -L matrix
 		"$ROOT/scripts/pg.sh" stop "$WORK/pg16"
 	else

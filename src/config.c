@@ -24,6 +24,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "copysink/embedding.h"
+
 #define MAX_LINE 4096 /* longest line of a configuration file, in bytes */
 #define ENV_PREFIX "COPYSINK_"
 
@@ -808,6 +810,51 @@ static int spec_conflict(loader_t *ld, const rawtable_t *rt, cs_tablespec_t *spe
 	return 0;
 }
 
+/* The type and dimension of the embedding columns. A column list's spelling wins for its
+ * column (halfvec(768), real[]); embedding_type is the type of the others. A table has one
+ * dim: a spelled dimension must match the `dim` key and every other one, and sets the table's
+ * dim when the key is absent. Only sparsevec takes more than CS_EMBEDDING_MAX_DIM. */
+static int spec_embedding(loader_t *ld, const rawtable_t *rt, cs_tablespec_t *spec)
+{
+	const origin_t *ot, *od, *oc;
+	const char *type = raw(rt, "embedding_type", &ot), *dim = raw(rt, "dim", &od);
+	bool spelled = false;
+
+	raw(rt, "columns", &oc);
+	spec->embedding_type = CS_EMB_AUTO;
+	if (type != NULL && cs_embedding_type_parse(type, &spec->embedding_type) != 0)
+		return fail(ld, ot, "invalid embedding_type \"%s\"", type); /* checked when set */
+	for (int c = 0; c < spec->ncols; c++) {
+		cs_column_t *col = &spec->cols[c];
+
+		if (col->type != CS_COL_EMBEDDING)
+			continue;
+		if (col->emb_type == CS_EMB_AUTO)
+			col->emb_type = spec->embedding_type;
+		if (col->emb_dim != 0 && (dim != NULL || spelled) && col->emb_dim != spec->dim)
+			return fail(ld, dim != NULL ? od : oc,
+				    "table \"%s\" column \"%s\" has dimension %d, but the table's dim "
+				    "is %d (a table has one)",
+				    spec->name, col->name, col->emb_dim, spec->dim);
+		if (col->emb_dim != 0) {
+			spec->dim = col->emb_dim;
+			spelled = true;
+		}
+	}
+	for (int c = 0; c < spec->ncols; c++) {
+		const cs_column_t *col = &spec->cols[c];
+
+		if (col->type != CS_COL_EMBEDDING || col->emb_type == CS_EMB_SPARSEVEC ||
+		    spec->dim <= CS_EMBEDDING_MAX_DIM)
+			continue;
+		return fail(ld, dim != NULL ? od : oc,
+			    "table \"%s\" column \"%s\" cannot have %d dimensions: vector, halfvec "
+			    "and real[] take at most %d (sparsevec takes more)",
+			    spec->name, col->name, spec->dim, CS_EMBEDDING_MAX_DIM);
+	}
+	return 0;
+}
+
 /* Build the spec of a collected table into cfg->tables. @returns 0 or -1. */
 static int spec_build(loader_t *ld, const rawtable_t *rt)
 {
@@ -826,6 +873,8 @@ static int spec_build(loader_t *ld, const rawtable_t *rt)
 	snprintf(spec->dlq_topic, sizeof(spec->dlq_topic), "%s", v ? v : "");
 	v = raw(rt, "dim", &o);
 	spec->dim = v ? atoi(v) : CS_DEFAULT_DIM; /* range checked when set */
+	if (spec_embedding(ld, rt, spec) != 0)
+		return -1;
 	for (int t = 0; t < ld->cfg->ntables; t++) {
 		if (strcmp(ld->cfg->tables[t].topic, spec->topic) == 0) {
 			raw(rt, "topic", &o);

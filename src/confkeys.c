@@ -70,14 +70,23 @@ const keydef_t cs_conf_keys[] = {
 	 "update: last write wins, skip: first write wins, none: insert-only (tables without key)"},
 	{"table", "schema", KT_STRING, "public", 0, 0, NULL, cs_conf_check_identifier, NO_FIELD,
 	 "schema of the table"},
-	{"table", "dim", KT_INT, "384", 1, 16000, NULL, NULL, NO_FIELD,
-	 "dimension of the embedding column"},
+	{"table", "dim", KT_INT, "384", 1, 1000000000, NULL, NULL, NO_FIELD,
+	 "dimension of the embedding columns; above 16000 only for sparsevec"},
 	{"table", "dlq_topic", KT_STRING, "", 0, 0, NULL, check_topic_or_empty, NO_FIELD,
 	 "dead-letter topic of this table; empty = the [dlq] setting"},
 	{"table", "columns", KT_STRING, NULL, 0, 0, NULL, check_not_empty, NO_FIELD,
 	 "\"name type [not null], ...\"; required unless NAME is built in"},
 	{"table", "key", KT_STRING, "", 0, 0, NULL, NULL, NO_FIELD,
 	 "conflict key columns, \"a, b\", with `columns`; empty = insert-only"},
+	/* embeddings and the pgvector extension (docs/FORMAT.md, docs/OPERATIONS.md) */
+	{"postgres", "create_extension", KT_ENUM, "off", 0, 0, "off|on", NULL,
+	 FIELD(pg_create_extension),
+	 "on: migrate runs CREATE EXTENSION vector (superuser only) when a table needs pgvector "
+	 "and the database lacks it; off: migrate says what a superuser must run"},
+	{"table", "embedding_type", KT_ENUM, "auto", 0, 0, "auto|vector|halfvec|sparsevec|real[]",
+	 NULL, NO_FIELD,
+	 "type of the columns of type `embedding`; auto: the column's when the table exists, "
+	 "else vector with pgvector in the database, else real[]"},
 };
 
 _Static_assert(sizeof(cs_conf_keys) / sizeof(cs_conf_keys[0]) == CS_CONF_NKEYS,

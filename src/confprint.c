@@ -10,6 +10,7 @@
 
 #include "copysink/config.h"
 #include "copysink/confkeys.h"
+#include "copysink/embedding.h"
 
 #define MASK "******"
 
@@ -148,16 +149,20 @@ static void print_table(const cs_tablespec_t *spec, FILE *out)
 	const char *sep = "";
 
 	fprintf(out, "\n[table %s]\ntopic = %s\non_conflict = %s\nschema = %s\ndim = %d\n"
-		     "dlq_topic = %s\n",
+		     "dlq_topic = %s\nembedding_type = %s\n",
 		spec->name, spec->topic, modes[spec->on_conflict], spec->schema, spec->dim,
-		spec->dlq_topic);
+		spec->dlq_topic, cs_embedding_type_name(spec->embedding_type));
 	if (spec_is_builtin(spec))
 		return;
 	fputs("columns = ", out);
 	for (int c = 0; c < spec->ncols; c++) {
 		const cs_column_t *col = &spec->cols[c];
+		char emb[32] = "embedding"; /* of the table's embedding_type, else as spelled */
+
+		if (col->type == CS_COL_EMBEDDING && col->emb_type != spec->embedding_type)
+			cs_embedding_sql(col->emb_type, spec->dim, emb, sizeof(emb));
 		fprintf(out, "%s%s %s%s", c ? ", " : "", col->name,
-			col->type == CS_COL_EMBEDDING ? "embedding" : cs_coltype_sql(col->type),
+			col->type == CS_COL_EMBEDDING ? emb : cs_coltype_sql(col->type),
 			col->required ? " not null" : "");
 	}
 	fputs("\nkey = ", out);
@@ -250,5 +255,8 @@ void cs_config_help(FILE *out)
 	      "jsonb, text[], embedding (vector(dim) with pgvector, real[] otherwise), uuid,\n"
 	      "timestamptz, date, numeric, bytea, double precision[], integer[], bigint[], json.\n"
 	      "What each takes from an entry: docs/FORMAT.md, \"Field types\".\n",
+	      out);
+	fputs("An embedding column spelled `embedding` has the table's embedding_type and dim;\n"
+	      "spelled vector(N), halfvec(N), sparsevec(N) or real[], it has that type.\n",
 	      out);
 }

@@ -29,12 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copysink/embedding.h"
 #include "copysink/pgbinary.h"
 
 #define ZONE_CHUNK (64 * 1024)
 #define MSGPACK_MAX_DEPTH 32 /* msgpack-c's container stack (MSGPACK_EMBED_STACK_SIZE) */
 #define TEXTOID 25
-#define FLOAT4OID 700
 
 struct cs_decoder {
 	cs_decode_limits_t limits;
@@ -595,74 +595,11 @@ static void put_u32_raw(cs_buf_t *out, uint32_t v)
 	out->len += 4;
 }
 
-/* Element i of an embedding (array of numbers or bin of little-endian float32). */
-static bool embedding_value(const msgpack_object *o, uint32_t i, float *f)
-{
-	if (o->type == MSGPACK_OBJECT_BIN) {
-		const unsigned char *b = (const unsigned char *)o->via.bin.ptr + 4 * i;
-		uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-			     (uint32_t)b[3] << 24;
-		memcpy(f, &u, sizeof(*f));
-		return true;
-	}
-	switch (o->via.array.ptr[i].type) {
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64: *f = (float)o->via.array.ptr[i].via.f64; return true;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER: *f = (float)o->via.array.ptr[i].via.u64; return true;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: *f = (float)o->via.array.ptr[i].via.i64; return true;
-	default: return false;
-	}
-}
-
-/* An embedding as pgvector's binary vector or as a binary float4[] array. */
+/* An embedding as its column's type has it (embedding.h). */
 static cs_reason_t put_embedding(const cs_column_t *col, int dim, const msgpack_object *o,
 				 cs_buf_t *out, char *errstr, size_t size)
 {
-	uint32_t n;
-	bool vector = col->enc == CS_ENC_VECTOR;
-	size_t bytes = vector ? 4 + 4 * (size_t)dim : 20 + 8 * (size_t)dim;
-
-	if (o->type == MSGPACK_OBJECT_ARRAY)
-		n = o->via.array.size;
-	else if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size % 4 == 0)
-		n = o->via.bin.size / 4;
-	else if (o->type == MSGPACK_OBJECT_BIN)
-		return reject(CS_REASON_EMBEDDING_DIM, errstr, size,
-			      "field \"%s\" is a bin of %u bytes, expected %d (little-endian float32)",
-			      col->name, o->via.bin.size, 4 * dim);
-	else
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
-			      "field \"%s\" must be an array of numbers or a bin, got %s", col->name,
-			      type_name(o->type));
-	if (n != (uint32_t)dim)
-		return reject(CS_REASON_EMBEDDING_DIM, errstr, size,
-			      "field \"%s\" has %u values, expected %d", col->name, n, dim);
-	if (cs_buf_reserve(out, 4 + bytes) != 0)
-		return OOM;
-	put_u32_raw(out, (uint32_t)bytes);
-	if (vector) {
-		put_u32_raw(out, (uint32_t)dim << 16);
-	} else {
-		put_u32_raw(out, 1);
-		put_u32_raw(out, 0);
-		put_u32_raw(out, col->elem_oid ? col->elem_oid : FLOAT4OID);
-		put_u32_raw(out, (uint32_t)dim);
-		put_u32_raw(out, 1);
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		float f;
-		if (!embedding_value(o, i, &f))
-			return reject(CS_REASON_WRONG_TYPE, errstr, size,
-				      "field \"%s\" value %u is a %s, not a number", col->name, i,
-				      type_name(o->via.array.ptr[i].type));
-		if (!isfinite(f))
-			return reject(CS_REASON_NOT_FINITE, errstr, size,
-				      "field \"%s\" value %u is not a finite float32", col->name, i);
-		if (!vector)
-			put_u32_raw(out, 4);
-		put_f32(out, f);
-	}
-	return CS_REASON_OK;
+	return cs_embedding_put(col, dim, o, out, errstr, size);
 }
 
 /* An integer column of `bytes` bytes (2, 4, 8). */

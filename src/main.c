@@ -105,9 +105,11 @@ static const struct {
 		"Options:\n" COMMON_OPTIONS},
 	{"migrate", "Usage: copysink migrate -c FILE\n"
 		    "\n"
-		    "Creates the configured tables (the embedding column vector(N) where pgvector is\n"
-		    "installed, real[] otherwise) and the bookkeeping table copysink_offsets. Safe to\n"
-		    "run again: what exists is left as it is.\n"
+		    "Creates the configured tables and the bookkeeping table copysink_offsets. Safe to\n"
+		    "run again: what exists is left as it is. An embedding column gets its table's\n"
+		    "embedding_type; auto is vector(N) where the database has pgvector, real[]\n"
+		    "otherwise. Needs CREATE on the tables' schemas; with [postgres]\n"
+		    "create_extension = on it also creates pgvector, which takes a superuser.\n"
 		    "\n"
 		    "Options:\n" COMMON_OPTIONS},
 	{"check", "Usage: copysink check -c FILE [--print-config]\n"
@@ -336,7 +338,9 @@ static int cmd_migrate(cs_config_t *cfg)
 		return EXIT_FAILURE;
 	}
 	cs_schema_quiet_notices(conn);
-	if (cs_schema_migrate(conn, cfg->tables, cfg->ntables, errstr, sizeof(errstr)) != 0) {
+	if (cs_schema_migrate(conn, cfg->tables, cfg->ntables,
+			      strcmp(cfg->pg_create_extension, "on") == 0, errstr,
+			      sizeof(errstr)) != 0) {
 		cs_error("migration failed: %s", errstr);
 		rc = EXIT_FAILURE;
 	} else {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "copysink/embedding.h"
 #include "copysink/log.h"
 
 #define SQL_MAX 16384
@@ -83,11 +84,7 @@ static int exec_ok(PGconn *conn, const char *sql, char *errstr, size_t errstr_si
 	int rc = 0;
 
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		char *nl;
-		snprintf(errstr, errstr_size, "%s", PQerrorMessage(conn));
-		nl = strchr(errstr, '\n');
-		if (nl != NULL)
-			*nl = '\0';
+		cs_schema_error_text(conn, res, errstr, errstr_size);
 		rc = -1;
 	}
 	PQclear(res);
@@ -104,18 +101,144 @@ static void qualified(char *out, size_t size, const cs_tablespec_t *spec)
 	snprintf(out, size, "%s.%s", s, n);
 }
 
-/* True when the pgvector extension is installed or can be. */
-static bool have_vector(PGconn *conn)
-{
-	PGresult *res = PQexec(conn, "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'");
-	bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+/* What the database and the server have of pgvector. */
+typedef struct pgvector {
+	char installed[32]; /* its version in this database, "" when not created here */
+	char available[32]; /* the version CREATE EXTENSION would install, "" when the server has
+			     * none */
+	char dbname[2 * CS_MAX_NAME + 3]; /* the current database, quoted */
+	bool created;       /* created by this migration (rolled back if it fails) */
+} pgvector_t;
 
+/* Read pgvector's state. @returns 0, or -1 with errstr. */
+static int pgvector_read(PGconn *conn, pgvector_t *pv, char *errstr, size_t errstr_size)
+{
+	PGresult *res = PQexec(conn, "SELECT (SELECT extversion FROM pg_extension WHERE extname = "
+				     "'vector'), (SELECT default_version FROM "
+				     "pg_available_extensions WHERE name = 'vector'), "
+				     "current_database()");
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		char why[512];
+		cs_schema_error_text(conn, res, why, sizeof(why));
+		snprintf(errstr, errstr_size, "could not read the extensions of the database: %s",
+			 why);
+		rc = -1;
+	} else {
+		pv->created = false;
+		snprintf(pv->installed, sizeof(pv->installed), "%s", PQgetvalue(res, 0, 0));
+		snprintf(pv->available, sizeof(pv->available), "%s", PQgetvalue(res, 0, 1));
+		cs_schema_quote(pv->dbname, sizeof(pv->dbname), PQgetvalue(res, 0, 2));
+	}
 	PQclear(res);
-	return ok;
+	return rc;
+}
+
+/* Compare versions "0.6.2" and "0.7.0" numerically, part by part: <0, 0 or >0. */
+static int version_cmp(const char *a, const char *b)
+{
+	while (*a != '\0' || *b != '\0') {
+		char *ea, *eb;
+		long x = strtol(a, &ea, 10), y = strtol(b, &eb, 10);
+
+		if (x != y)
+			return x < y ? -1 : 1;
+		if (ea == a && eb == b) /* no number at either: equal so far */
+			break;
+		a = *ea == '.' ? ea + 1 : ea;
+		b = *eb == '.' ? eb + 1 : eb;
+	}
+	return 0;
+}
+
+/* The type of an `auto` column of a table about to be created: vector when the database has
+ * pgvector, else real[], said in a notice (the operator may have wanted vector). */
+static cs_embtype_t auto_type(const char *table, const cs_column_t *col, const pgvector_t *pv)
+{
+	bool server = pv->available[0] != '\0';
+
+	if (pv->installed[0] != '\0')
+		return CS_EMB_VECTOR;
+	cs_info("table \"%s\" column \"%s\" is created as real[]: database %s has no pgvector "
+		"extension%s%s%s",
+		table, col->name, pv->dbname,
+		server ? " (for vector, a superuser runs \"CREATE EXTENSION vector;\" in database "
+		       : " (and the server has no pgvector)",
+		server ? pv->dbname : "", server ? " before migrate)" : "");
+	return CS_EMB_REAL_ARRAY;
+}
+
+/* Check that pgvector can give column `col` (of pgvector's type `sql`) its type: the extension
+ * in the database, in version `min` or later (NULL: any). @returns 0, or -1 with errstr
+ * saying what a superuser must do. */
+static int pgvector_check(const char *table, const cs_column_t *col, const char *sql,
+			  const char *min, const pgvector_t *pv, char *errstr, size_t errstr_size)
+{
+	bool in_db = pv->installed[0] != '\0' && !pv->created; /* there before this migration */
+	const char *have = pv->installed[0] ? pv->installed : pv->available;
+	bool server_old = min != NULL && version_cmp(pv->available, min) < 0;
+
+	if (have[0] == '\0') {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" column \"%s\" is %s, which needs the pgvector extension, but "
+			 "the server has no pgvector: install pgvector%s%s%s on the server, then a "
+			 "superuser must run \"CREATE EXTENSION vector;\" in database %s",
+			 table, col->name, sql, min ? " " : "", min ? min : "",
+			 min ? " or later" : "", pv->dbname);
+		return -1;
+	}
+	if (min != NULL && version_cmp(have, min) < 0 && !in_db) {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" column \"%s\" is %s, which needs pgvector %s or later, but the "
+			 "server has pgvector %s: install pgvector %s or later on the server, then a "
+			 "superuser must run \"CREATE EXTENSION vector;\" in database %s",
+			 table, col->name, sql, min, pv->available, min, pv->dbname);
+		return -1;
+	}
+	if (min != NULL && version_cmp(have, min) < 0) {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" column \"%s\" is %s, which needs pgvector %s or later, but "
+			 "database %s has pgvector %s: a superuser must run \"ALTER EXTENSION vector "
+			 "UPDATE;\" in database %s%s%s%s",
+			 table, col->name, sql, min, pv->dbname, have, pv->dbname,
+			 server_old ? " once pgvector " : "", server_old ? min : "",
+			 server_old ? " or later is installed on the server" : "");
+		return -1;
+	}
+	if (pv->installed[0] == '\0') {
+		snprintf(errstr, errstr_size,
+			 "table \"%s\" column \"%s\" is %s, which needs the pgvector extension in "
+			 "database %s: a superuser must run \"CREATE EXTENSION vector;\" in database "
+			 "%s (or migrate as a superuser with [postgres] create_extension = on)",
+			 table, col->name, sql, pv->dbname, pv->dbname);
+		return -1;
+	}
+	return 0;
+}
+
+/* The embedding type that `copysink migrate` gives column `col` of `table` (about to be
+ * created): auto_type() for auto, else its own, checked by pgvector_check() for pgvector's.
+ * @returns 0, or -1 with errstr. */
+static int column_type(const char *table, const cs_column_t *col, int dim,
+		       const pgvector_t *pv, cs_embtype_t *type, char *errstr, size_t errstr_size)
+{
+	char sql[32];
+
+	*type = col->emb_type;
+	if (col->emb_type == CS_EMB_AUTO) {
+		*type = auto_type(table, col, pv);
+		return 0;
+	}
+	if (!cs_embedding_needs_pgvector(col->emb_type))
+		return 0;
+	cs_embedding_sql(col->emb_type, dim, sql, sizeof(sql));
+	return pgvector_check(table, col, sql, cs_embedding_min_pgvector(col->emb_type), pv,
+			      errstr, errstr_size);
 }
 
 /* Build the CREATE TABLE IF NOT EXISTS statement of a spec. */
-static int create_sql(const cs_tablespec_t *spec, bool vector, char *sql)
+static int create_sql(const cs_tablespec_t *spec, const cs_embtype_t *types, char *sql)
 {
 	char q[2 * CS_MAX_NAME + 3], table[4 * CS_MAX_NAME + 8];
 	size_t len = 0;
@@ -128,8 +251,8 @@ static int create_sql(const cs_tablespec_t *spec, bool vector, char *sql)
 		const cs_column_t *col = &spec->cols[i];
 		char type[32];
 
-		if (col->type == CS_COL_EMBEDDING && vector)
-			snprintf(type, sizeof(type), "vector(%d)", spec->dim);
+		if (col->type == CS_COL_EMBEDDING)
+			cs_embedding_sql(types[i], spec->dim, type, sizeof(type));
 		else
 			snprintf(type, sizeof(type), "%s", cs_coltype_sql(col->type));
 		cs_schema_quote(q, sizeof(q), col->name);
@@ -196,48 +319,172 @@ void cs_schema_quiet_notices(PGconn *conn)
 	PQsetNoticeProcessor(conn, notice_processor, NULL);
 }
 
-int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs, int nspecs, char *errstr,
+/* A yes-or-no question `sql` about the table of `spec` ($1: its qualified name).
+ * @returns 1, 0, or -1 with errstr. */
+static int table_fact(PGconn *conn, const cs_tablespec_t *spec, const char *sql, char *errstr,
 		      size_t errstr_size)
 {
-	char *sql = malloc(SQL_MAX);
-	bool vector;
-	int rc = -1;
+	char table[4 * CS_MAX_NAME + 8];
+	const char *params[1] = {table};
+	PGresult *res;
+	int rc;
 
-	if (sql == NULL) {
-		snprintf(errstr, errstr_size, "out of memory");
+	qualified(table, sizeof(table), spec);
+	res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		char why[512];
+		cs_schema_error_text(conn, res, why, sizeof(why));
+		snprintf(errstr, errstr_size, "could not read table \"%s.%s\" from the catalog: %s",
+			 spec->schema, spec->name, why);
+		rc = -1;
+	} else {
+		rc = PQgetvalue(res, 0, 0)[0] == 't';
+	}
+	PQclear(res);
+	return rc;
+}
+
+static const char exists_sql[] = "SELECT to_regclass($1) IS NOT NULL";
+static const char has_source_sql[] =
+	"SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname IN "
+	"('copysink_partition', 'copysink_offset') AND NOT attisdropped";
+
+/* True when a table about to be created has an embedding column that pgvector would type
+ * (auto, vector, halfvec, sparsevec). */
+static bool wants_pgvector(const cs_tablespec_t *spec)
+{
+	for (int i = 0; i < spec->ncols; i++)
+		if (spec->cols[i].type == CS_COL_EMBEDDING &&
+		    (spec->cols[i].emb_type == CS_EMB_AUTO ||
+		     cs_embedding_needs_pgvector(spec->cols[i].emb_type)))
+			return true;
+	return false;
+}
+
+/* With create_extension on, create pgvector when a table to be created wants it, the
+ * database lacks it and the server has it; then read the state again. pgvector is not a
+ * trusted extension: this takes a superuser. @returns 0, or -1 with errstr. */
+static int create_pgvector(PGconn *conn, pgvector_t *pv, char *errstr, size_t errstr_size)
+{
+	PGresult *res;
+	char why[512];
+
+	if (pv->installed[0] != '\0' || pv->available[0] == '\0')
+		return 0;
+	res = PQexec(conn, "CREATE EXTENSION IF NOT EXISTS vector");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		cs_schema_error_text(conn, res, why, sizeof(why));
+		snprintf(errstr, errstr_size,
+			 "could not create extension \"vector\" in database %s: %s (pgvector is not "
+			 "a trusted extension: migrate as a superuser, or have one run \"CREATE "
+			 "EXTENSION vector;\" in database %s)",
+			 pv->dbname, why, pv->dbname);
+		PQclear(res);
 		return -1;
 	}
-	vector = have_vector(conn);
+	PQclear(res);
+	if (pgvector_read(conn, pv, errstr, errstr_size) != 0)
+		return -1;
+	pv->created = true;
+	return 0;
+}
+
+/* Create one table unless it exists, its embedding columns typed by column_type(), and give
+ * it the source columns. @returns 0, or -1 with errstr. */
+static int migrate_table(PGconn *conn, const cs_tablespec_t *spec, bool exists,
+			 const pgvector_t *pv, char *sql, char *errstr, size_t errstr_size)
+{
+	cs_embtype_t types[CS_MAX_COLUMNS] = {CS_EMB_AUTO}; /* unused for a table that exists */
+	char plain[2 * CS_MAX_NAME + 2];
+
+	snprintf(plain, sizeof(plain), "%s.%s", spec->schema, spec->name);
+	for (int i = 0; i < spec->ncols && !exists; i++)
+		if (spec->cols[i].type == CS_COL_EMBEDDING &&
+		    column_type(plain, &spec->cols[i], spec->dim, pv, &types[i], errstr,
+				errstr_size) != 0)
+			return -1;
+	if (create_sql(spec, types, sql) != 0) {
+		snprintf(errstr, errstr_size, "table \"%s\": definition too long", spec->name);
+		return -1;
+	}
+	if (exec_ok(conn, sql, errstr, errstr_size) != 0)
+		return -1;
+	if (!exists || cs_tablespec_nkeys(spec) == 0)
+		return 0; /* created with the source columns, or needs none */
+	/* ALTER TABLE takes the table's owner even when it changes nothing: only when needed */
+	switch (table_fact(conn, spec, has_source_sql, errstr, errstr_size)) {
+	case 1: return 0;
+	case 0: break;
+	default: return -1;
+	}
+	if (source_sql(spec, sql) != 0) {
+		snprintf(errstr, errstr_size, "table \"%s\": definition too long", spec->name);
+		return -1;
+	}
+	return exec_ok(conn, sql, errstr, errstr_size);
+}
+
+int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs, int nspecs,
+		      bool create_extension, char *errstr, size_t errstr_size)
+{
+	char *sql = malloc(SQL_MAX);
+	bool *exists = calloc(nspecs > 0 ? (size_t)nspecs : 1, sizeof(bool));
+	bool wanted = false;
+	pgvector_t pv;
+	int rc = -1;
+
+	if (sql == NULL || exists == NULL) {
+		snprintf(errstr, errstr_size, "out of memory");
+		goto fail;
+	}
 	if (exec_ok(conn, "BEGIN", errstr, errstr_size) != 0)
 		goto fail;
 	/* one migration at a time, whichever worker runs it */
 	if (exec_ok(conn, "SELECT pg_advisory_xact_lock(hashtext('copysink migrate'))", errstr,
 		    errstr_size) != 0)
 		goto rollback;
-	if (vector &&
-	    exec_ok(conn, "CREATE EXTENSION IF NOT EXISTS vector", errstr, errstr_size) != 0)
+	if (pgvector_read(conn, &pv, errstr, errstr_size) != 0)
+		goto rollback;
+	for (int t = 0; t < nspecs; t++) {
+		int e = table_fact(conn, &specs[t], exists_sql, errstr, errstr_size);
+		if (e < 0)
+			goto rollback;
+		exists[t] = e == 1;
+		wanted = wanted || (!exists[t] && wants_pgvector(&specs[t]));
+	}
+	if (create_extension && wanted &&
+	    create_pgvector(conn, &pv, errstr, errstr_size) != 0)
 		goto rollback;
 	if (exec_ok(conn, offsets_ddl, errstr, errstr_size) != 0)
 		goto rollback;
-	for (int t = 0; t < nspecs; t++) {
-		if (create_sql(&specs[t], vector, sql) != 0) {
-			snprintf(errstr, errstr_size, "table \"%s\": definition too long",
-				 specs[t].name);
+	for (int t = 0; t < nspecs; t++)
+		if (migrate_table(conn, &specs[t], exists[t], &pv, sql, errstr, errstr_size) != 0)
 			goto rollback;
-		}
-		if (exec_ok(conn, sql, errstr, errstr_size) != 0)
-			goto rollback;
-		if (source_sql(&specs[t], sql) != 0 || (sql[0] != '\0' &&
-		    exec_ok(conn, sql, errstr, errstr_size) != 0))
-			goto rollback;
-	}
 	rc = exec_ok(conn, "COMMIT", errstr, errstr_size);
+	if (rc == 0 && pv.created)
+		cs_info("created extension \"vector\" %s in database %s", pv.installed, pv.dbname);
 	goto fail;
 rollback:
 	PQclear(PQexec(conn, "ROLLBACK"));
 fail:
+	free(exists);
 	free(sql);
 	return rc;
+}
+
+/* Whether a catalog type can hold an embedding column: any of vector, halfvec, sparsevec
+ * and real[] for auto, else the configured one; sets the encoding. */
+static bool embedding_fits(cs_column_t *col, const char *typname)
+{
+	cs_embtype_t type;
+
+	if (cs_embedding_type_of(typname, &type, &col->enc) != 0) {
+		col->enc = CS_ENC_DEFAULT;
+		return false;
+	}
+	if (col->enc == CS_ENC_FLOAT4_ARRAY)
+		col->elem_oid = FLOAT4OID;
+	return col->emb_type == CS_EMB_AUTO || col->emb_type == type;
 }
 
 /* Whether a catalog type name can hold a logical type; sets the encoding. */
@@ -286,13 +533,7 @@ static bool type_fits(cs_column_t *col, const char *typname, unsigned elem_oid)
 		col->enc = CS_ENC_JSON;
 		return strcmp(typname, "json") == 0;
 	case CS_COL_EMBEDDING:
-		if (strcmp(typname, "vector") == 0) {
-			col->enc = CS_ENC_VECTOR;
-			return true;
-		}
-		col->enc = CS_ENC_FLOAT4_ARRAY;
-		col->elem_oid = FLOAT4OID;
-		return strcmp(typname, "_float4") == 0;
+		return embedding_fits(col, typname);
 	}
 	return false;
 }
@@ -303,6 +544,20 @@ static const char columns_sql[] =
 	"FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
 	"LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' "
 	"WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";
+
+/* The type a column of `spec` must have, for messages. */
+static void expected_type(const cs_tablespec_t *spec, const cs_column_t *col, char *out,
+			  size_t size)
+{
+	int d = spec->dim;
+
+	if (col->type != CS_COL_EMBEDDING)
+		snprintf(out, size, "%s", cs_coltype_sql(col->type));
+	else if (col->emb_type == CS_EMB_AUTO)
+		snprintf(out, size, "vector(%d), halfvec(%d), sparsevec(%d) or real[]", d, d, d);
+	else
+		cs_embedding_sql(col->emb_type, d, out, size);
+}
 
 /* Check one catalog column against the spec. @returns 0, or -1 with errstr. */
 static int check_column(cs_tablespec_t *spec, cs_table_shape_t *shape, PGresult *res, int r,
@@ -328,16 +583,13 @@ static int check_column(cs_tablespec_t *spec, cs_table_shape_t *shape, PGresult 
 		return 0;
 	}
 	col = &spec->cols[c];
-	if (!type_fits(col, typname, (unsigned)strtoul(PQgetvalue(res, r, 2), NULL, 10))) {
+	if (!type_fits(col, typname, (unsigned)strtoul(PQgetvalue(res, r, 2), NULL, 10)) ||
+	    (col->type == CS_COL_EMBEDDING && col->enc != CS_ENC_FLOAT4_ARRAY &&
+	     atoi(PQgetvalue(res, r, 6)) != spec->dim)) {
+		char want[128];
+		expected_type(spec, col, want, sizeof(want));
 		snprintf(errstr, errstr_size, "table \"%s\" column \"%s\" has type %s, expected %s",
-			 table, name, PQgetvalue(res, r, 5),
-			 col->type == CS_COL_EMBEDDING ? "vector or real[]" : cs_coltype_sql(col->type));
-		return -1;
-	}
-	if (col->enc == CS_ENC_VECTOR && atoi(PQgetvalue(res, r, 6)) != spec->dim) {
-		snprintf(errstr, errstr_size,
-			 "table \"%s\" column \"%s\" has type %s, expected vector(%d)", table, name,
-			 PQgetvalue(res, r, 5), spec->dim);
+			 table, name, PQgetvalue(res, r, 5), want);
 		return -1;
 	}
 	if (notnull && !col->required) {

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "copysink/embedding.h"
+
 /* One column of a built-in spec, written compactly. */
 typedef struct colinit {
 	const char *name;
@@ -234,8 +236,9 @@ static void copy_squeezed(char *dst, size_t dsize, const char *s, size_t len)
 /* Parse one "name type [not null]" item into col. */
 static int parse_column(cs_column_t *col, const char *item, char *errstr, size_t errstr_size)
 {
-	char text[128], *type;
+	char text[128], why[128], *type;
 	size_t tlen, nlen;
+	int rc;
 
 	copy_squeezed(text, sizeof(text), item, strlen(item));
 	type = strchr(text, ' ');
@@ -255,6 +258,14 @@ static int parse_column(cs_column_t *col, const char *item, char *errstr, size_t
 	if (tlen > 9 && strcasecmp(type + tlen - 9, " not null") == 0) {
 		col->required = true;
 		type[tlen - 9] = '\0';
+	}
+	rc = cs_embedding_parse_sql(type, &col->emb_type, &col->emb_dim, why, sizeof(why));
+	if (rc <= 0) { /* vector(384), halfvec(768), real[]: an embedding column of that type */
+		col->type = CS_COL_EMBEDDING;
+		if (rc == 0)
+			return 0;
+		snprintf(errstr, errstr_size, "column \"%s\": %s", col->name, why);
+		return -1;
 	}
 	if (cs_coltype_parse(type, &col->type) != 0) {
 		char list[512];

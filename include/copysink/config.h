@@ -38,6 +38,7 @@ typedef struct cs_config {
 
 	/* [postgres] */
 	char *pg_conninfo; /* owned; may contain a password: never print it unmasked */
+	char *pg_create_extension; /* owned; "off" (default) or "on": migrate may create pgvector */
 	char *pg_direct_copy; /* owned; "on" (default) or "off": see cs_writer_set_direct() */
 	int64_t pg_temp_buffers_mb; /* 0 (default) = the server's; -1 = 2 x batch_max_bytes */
 	int64_t pg_writers; /* default 1: writer connections, each with a share of the partitions */
@@ -84,7 +85,8 @@ void cs_config_cleanup(cs_config_t *cfg);
  * A [table NAME] section for a built-in name takes the built-in spec; other names must give
  * `columns` and may give `key` (see cs_tablespec_parse_columns). Keys of a table section:
  * topic (default NAME), on_conflict (update|skip; "none" only for tables without a key),
- * schema (default public), dim (default 384), dlq_topic, columns, key.
+ * schema (default public), dim (default 384), dlq_topic, columns, key, embedding_type (default
+ * auto; sets the emb_type of the columns that do not spell theirs).
  * @returns 0, or -1 with a message in errstr that names the file and line or the variable,
  *          e.g. "conf/x.ini:12: unknown key \"max_row\" in section [batch]".
  */

@@ -36,8 +36,8 @@ typedef struct keydef {
 #define FIELD(f) offsetof(cs_config_t, f)
 #define NO_FIELD SIZE_MAX
 
-/* Every key, sections first in print order, then the keys of [table NAME] (section "table"). */
-#define CS_CONF_NKEYS 26
+/* Every key; the keys of one section are printed in their order here. */
+#define CS_CONF_NKEYS 28
 extern const keydef_t cs_conf_keys[];
 extern const int cs_conf_nkeys;
 

@@ -34,19 +34,26 @@ typedef struct cs_table_shape {
 } cs_table_shape_t;
 
 /*
- * Create the spec's tables (embedding as vector(N) when the pgvector extension is available or
- * installed, real[] otherwise) and the bookkeeping table, in one transaction under an advisory
+ * Create the spec's tables and the bookkeeping table, in one transaction under an advisory
  * lock so that workers migrating at once do not collide. Existing tables are left as they are.
- * @returns 0, or -1 with the server's message in errstr.
+ * An embedding column of a table to be created gets its configured type (emb_type); one of
+ * pgvector's types needs the extension in the database (halfvec and sparsevec in 0.7.0 or
+ * later), else this fails saying what a superuser must run. For CS_EMB_AUTO it is vector(dim)
+ * when the database has pgvector, else real[] (logged at info). With `create_extension`, a
+ * database without pgvector gets it first (CREATE EXTENSION vector: a superuser's privilege)
+ * when the server has it and a table to be created wants it.
+ * @returns 0, or -1 with the reason in errstr; main thread, `conn` idle.
  */
 __attribute__((warn_unused_result)) int cs_schema_migrate(PGconn *conn, const cs_tablespec_t *specs,
-							  int nspecs, char *errstr,
-							  size_t errstr_size);
+							  int nspecs, bool create_extension,
+							  char *errstr, size_t errstr_size);
 
 /*
  * Read `spec`'s table from the catalog, check it against the spec (every column present with a
  * compatible type, NOT NULL columns required by the spec, a unique index on exactly the conflict
- * key, no other NOT NULL column without a default) and set each column's enc and elem_oid.
+ * key, no other NOT NULL column without a default) and set each column's enc and elem_oid. An
+ * embedding column may be vector, halfvec or sparsevec of the spec's dim or real[] when its
+ * emb_type is CS_EMB_AUTO, else it must be of that type.
  * @returns 0, or -1 with errstr such as
  *   table "public.patterns" column "confidence" has type text, expected double precision
  */

@@ -43,12 +43,24 @@ typedef enum cs_coltype {
 	CS_COL_JSON,         /* as jsonb, stored as JSON text                 -> json */
 } cs_coltype_t;
 
+/* The SQL type of an embedding column, as configured (embedding.h spells and encodes them). */
+typedef enum cs_embtype {
+	CS_EMB_AUTO = 0,  /* the column's type when the table exists; else vector(dim) when the
+			   * database has pgvector, else real[] */
+	CS_EMB_VECTOR,    /* pgvector's vector(dim): float32 */
+	CS_EMB_HALFVEC,   /* pgvector's halfvec(dim): IEEE 754 half precision (pgvector 0.7.0) */
+	CS_EMB_SPARSEVEC, /* pgvector's sparsevec(dim): the non-zero values (pgvector 0.7.0) */
+	CS_EMB_REAL_ARRAY /* real[] */
+} cs_embtype_t;
+
 /* Wire encoding chosen from the catalog at start-up (binary COPY format of the real column). */
 typedef enum cs_colenc {
 	CS_ENC_DEFAULT = 0, /* the natural encoding of the logical type */
 	CS_ENC_JSON,        /* jsonb (or json) spec column stored in a json column */
 	CS_ENC_VECTOR,      /* embedding in a pgvector vector column */
-	CS_ENC_FLOAT4_ARRAY /* embedding in a real[] column */
+	CS_ENC_FLOAT4_ARRAY, /* embedding in a real[] column */
+	CS_ENC_HALFVEC,     /* embedding in a pgvector halfvec column */
+	CS_ENC_SPARSEVEC    /* embedding in a pgvector sparsevec column */
 } cs_colenc_t;
 
 typedef enum cs_conflict {
@@ -65,6 +77,9 @@ typedef struct cs_column {
 	bool update;     /* changed by ON CONFLICT DO UPDATE */
 	cs_colenc_t enc; /* set by the writer from the catalog; CS_ENC_DEFAULT until then */
 	uint32_t elem_oid; /* element type OID for array encodings, from the catalog */
+	cs_embtype_t emb_type; /* embedding columns: the type spelled in the column list, else
+				* (once configured) the table's embedding_type */
+	int emb_dim;       /* embedding columns: the dim spelled in the column list, 0 = none */
 } cs_column_t;
 
 typedef struct cs_tablespec {
@@ -74,6 +89,7 @@ typedef struct cs_tablespec {
 	char dlq_topic[CS_MAX_TOPIC]; /* dead-letter topic; empty = the worker-wide setting */
 	cs_conflict_t on_conflict;
 	int dim;                   /* embedding dimension (CS_DEFAULT_DIM by default) */
+	cs_embtype_t embedding_type; /* the type of columns spelled `embedding` (AUTO by default) */
 	int ncols;
 	cs_column_t cols[CS_MAX_COLUMNS];
 } cs_tablespec_t;
@@ -89,7 +105,9 @@ int cs_tablespec_builtin(const char *name, cs_tablespec_t *spec);
  * Parse an operator's column list, e.g.
  *   "id bigint not null, body text not null, payload jsonb, tags text[], embedding embedding"
  * and a key list "id" (empty for an insert-only table), into `spec` (name, topic etc. untouched).
- * Columns not in the key are update columns.
+ * Columns not in the key are update columns. An embedding may be spelled with its type
+ * (vector(384), halfvec(768), sparsevec(30522), real[]: see embedding.h), which sets the
+ * column's emb_type and emb_dim; `embedding` (or `vector`) leaves them CS_EMB_AUTO and 0.
  * @returns 0, or -1 with the reason in errstr.
  */
 int cs_tablespec_parse_columns(cs_tablespec_t *spec, const char *columns, const char *key,

@@ -3,7 +3,8 @@
  *
  * Each input is one Kafka message value. It is opened and every entry is decoded against the
  * three built-in specs (dimension 4, so that small inputs reach the embedding encoder) and an
- * operator-style spec with a column of every type, in both embedding encodings. Whatever the
+ * operator-style spec with a column of every type, in every embedding encoding (real[],
+ * vector, halfvec, sparsevec). Whatever the
  * input, the decoder must return OK or a reason, never crash, read out of bounds or leak, and a
  * rejected entry must leave the buffers as they were. Built by -DCOPYSINK_FUZZ=ON (clang);
  * scripts/test.sh runs it for a bounded time on tests/fuzz/corpus.
@@ -17,7 +18,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define NSPECS 5
+#define NSPECS 7
 
 static cs_tablespec_t specs[NSPECS];
 static cs_decoder_t *dec;
@@ -50,8 +51,11 @@ static void init(void)
 		specs[i].dim = 4;
 	}
 	for (int c = 0; c < specs[4].ncols; c++) {
-		if (specs[4].cols[c].type == CS_COL_EMBEDDING)
+		if (specs[4].cols[c].type == CS_COL_EMBEDDING) {
 			specs[4].cols[c].enc = CS_ENC_VECTOR;
+			specs[5].cols[c].enc = CS_ENC_HALFVEC;
+			specs[6].cols[c].enc = CS_ENC_SPARSEVEC;
+		}
 		if (specs[4].cols[c].type == CS_COL_JSONB)
 			specs[4].cols[c].enc = CS_ENC_JSON;
 	}

@@ -52,6 +52,13 @@ def seeds():
     yield "huge_len", b"\xdb\xff\xff\xff\xffab"
     yield "ext_bin", msgpack.packb({"j": msgpack.ExtType(3, b"ab"), "s": b"bin"})
     yield "trailing", msgpack.packb({}) + b"\x00"
+    # halfvec and sparsevec columns (the all_types specs with those encodings)
+    yield "half_bin", msgpack.packb({"id": 3, "embedding": struct.pack("<4e", *EMB)})
+    yield "half_range", msgpack.packb({"id": 4, "embedding": [1.0, 65520.0, 1e39, -0.0]})
+    yield "sparse", msgpack.packb({"id": 5, "embedding": {"indices": [3, 0, 2],
+                                                          "values": [1.5, -2, 0.0]}})
+    yield "sparse_dup", msgpack.packb({"id": 6, "embedding": {"values": [1, 2],
+                                                              "indices": [1, 1]}})
 
 
 os.makedirs(OUT, exist_ok=True)

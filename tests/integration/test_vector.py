@@ -1,8 +1,9 @@
 """Embeddings in pgvector's vector(dim) columns, or in real[] on a server without pgvector.
 
-`copysink migrate` makes the embedding column vector(dim) when the server can create the
-`vector` extension, real[] otherwise, and the worker writes the matching binary COPY format
-(src/schema.c, src/decode.c). The same tests run against either server:
+`copysink migrate` with [postgres] create_extension = on (the tests migrate as a superuser)
+creates the `vector` extension when the server has pgvector and makes the embedding column
+vector(dim), real[] otherwise, and the worker writes the matching binary COPY format
+(src/schema.c, src/embedding.c). The same tests run against either server:
 
 - migrate makes the embedding columns of the seed's three tables (conf/copysink.ini) 384-wide
   vector columns (or real[]);
@@ -37,9 +38,14 @@ PARTITIONS = 2
 FLOAT4OID = 700
 
 
+# migrate creates pgvector where the server has it (the default, off, leaves that to a
+# superuser: test_embedding_types.py)
+CREATE_EXTENSION = ["-o", "postgres.create_extension=on"]
+
+
 def has_pgvector(conninfo):
-    """True when the server has pgvector (as `copysink migrate` decides: the extension is
-    available). Fails the calling test when COPYSINK_TEST_PGVECTOR=required and it has not:
+    """True when the server has pgvector (as `copysink migrate` with create_extension = on
+    decides: the extension is available). Fails the calling test when COPYSINK_TEST_PGVECTOR=required and it has not:
     called in the test's body, so that this is a failure, not a fixture error."""
     wanted = os.environ.get("COPYSINK_TEST_PGVECTOR", "")
     if wanted not in ("", "required"):
@@ -225,8 +231,8 @@ def test_migrate_makes_embedding_columns(database, copysink_bin):
     pgvector = has_pgvector(database)
     env = {**os.environ, "COPYSINK_POSTGRES_CONNINFO": database}
     for _ in range(2):
-        subprocess.run([copysink_bin, "migrate", "-c", os.path.join(ROOT, "conf/copysink.ini")],
-                       check=True, env=env, timeout=60)
+        subprocess.run([copysink_bin, "migrate", "-c", os.path.join(ROOT, "conf/copysink.ini"),
+                        *CREATE_EXTENSION], check=True, env=env, timeout=60)
     got = dict(query(database, """
         SELECT c.relname, format_type(a.atttypid, a.atttypmod)
         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
@@ -248,7 +254,8 @@ def test_embeddings_round_trip_bit_exact(tmp_path, database, kafka, workers, cop
     pgvector = has_pgvector(database)
     rng = random.Random(384)
     topics, group, config = topics_and_config(tmp_path, kafka, database, SEED, "seed")
-    subprocess.run([copysink_bin, "migrate", "-c", config], check=True, timeout=60)
+    subprocess.run([copysink_bin, "migrate", "-c", config, *CREATE_EXTENSION], check=True,
+                   timeout=60)
     w = workers(config).start()
 
     state = Load(topics)
@@ -319,7 +326,8 @@ def test_nearest_neighbour(tmp_path, database, kafka, workers, copysink_bin):
     rng = random.Random(16)
     tables = {"memory_entries": "update"}
     topics, group, config = topics_and_config(tmp_path, kafka, database, tables, "nn")
-    subprocess.run([copysink_bin, "migrate", "-c", config], check=True, timeout=60)
+    subprocess.run([copysink_bin, "migrate", "-c", config, *CREATE_EXTENSION], check=True,
+                   timeout=60)
     w = workers(config).start()
 
     def entry(i, phase):

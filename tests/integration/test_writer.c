@@ -186,7 +186,7 @@ static int setup(void **state)
 						    err, sizeof(err)), 0);
 	conn = PQconnectdb(conninfo);
 	cs_schema_quiet_notices(conn);
-	if (cs_schema_migrate(conn, &spec, 1, err, sizeof(err)) != 0)
+	if (cs_schema_migrate(conn, &spec, 1, false, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	PQfinish(conn);
 	rejected[0] = '\0';

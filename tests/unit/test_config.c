@@ -334,10 +334,10 @@ static void test_file_errors(void **state)
 		 ":2: unknown key \"foo\" in section [table patterns]"},
 		{"[table patterns]\ndim = 0\n",
 		 ":2: invalid value \"0\" for key \"dim\" in section [table patterns]: "
-		 "out of range (1 .. 16000)"},
+		 "out of range (1 .. 1000000000)"},
 		{"[table patterns]\ndim = 16001\n",
-		 ":2: invalid value \"16001\" for key \"dim\" in section [table patterns]: "
-		 "out of range (1 .. 16000)"},
+		 ":2: table \"patterns\" column \"embedding\" cannot have 16001 dimensions: "
+		 "vector, halfvec and real[] take at most 16000 (sparsevec takes more)"},
 		{"[table patterns]\nschema = my-schema\n",
 		 ":2: invalid value \"my-schema\" for key \"schema\" in section [table patterns]: "
 		 "expected an identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes)"},
@@ -471,6 +471,109 @@ static void test_custom_table(void **state)
 	cs_config_cleanup(&cfg);
 }
 
+/* Embedding columns: spelled types and dims, embedding_type, create_extension, the dim limit
+ * that only sparsevec passes, and the errors of keys that contradict a spelling. */
+static void test_embedding_types(void **state)
+{
+	static const char ini[] =
+		"[postgres]\ncreate_extension = on\n"
+		"[table memory_entries]\nembedding_type = halfvec\n"
+		"[table docs]\ncolumns = id bigint not null, e halfvec(768), f real[], "
+		"g embedding\nkey = id\nembedding_type = vector\n"
+		"[table words]\ncolumns = id int not null, s SPARSEVEC (30522)\nkey = id\n"
+		"[table plain]\ncolumns = id int not null, e vector\nkey = id\n";
+	static const struct {
+		const char *ini, *err;
+	} bad[] = {
+		{"[table t]\ncolumns = id int, e halfvec(8)\ndim = 9\n",
+		 ":3: table \"t\" column \"e\" has dimension 8, but the table's dim is 9 (a table "
+		 "has one)"},
+		{"[table t]\ncolumns = id int, e vector(8), f halfvec(9)\n",
+		 ":2: table \"t\" column \"f\" has dimension 9, but the table's dim is 8 (a table "
+		 "has one)"},
+		{"[table t]\ncolumns = id int, e vector(0)\n",
+		 ":2: invalid \"columns\" of table \"t\": column \"e\": type \"vector(0)\" needs a "
+		 "dimension from 1 to 16000, as in vector(384)"},
+		{"[table t]\ncolumns = id int, e halfvec(16001)\n",
+		 ":2: invalid \"columns\" of table \"t\": column \"e\": type \"halfvec(16001)\" "
+		 "needs a dimension from 1 to 16000, as in halfvec(384)"},
+		{"[table t]\ncolumns = id int, e vector(8x)\n",
+		 ":2: invalid \"columns\" of table \"t\": column \"e\": type \"vector(8x)\" needs "
+		 "a dimension from 1 to 16000, as in vector(384)"},
+		{"[table t]\ncolumns = id int, e embedding\ndim = 20000\n",
+		 ":3: table \"t\" column \"e\" cannot have 20000 dimensions: vector, halfvec and "
+		 "real[] take at most 16000 (sparsevec takes more)"},
+		{"[table patterns]\nembedding_type = float16\n",
+		 ":2: invalid value \"float16\" for key \"embedding_type\" in section "
+		 "[table patterns]: expected one of auto|vector|halfvec|sparsevec|real[]"},
+		{"[postgres]\ncreate_extension = yes\n",
+		 ":2: invalid value \"yes\" for key \"create_extension\" in section [postgres]: "
+		 "expected one of off|on"},
+	};
+	char *envp[] = {"COPYSINK_TABLE_PATTERNS_EMBEDDING_TYPE=sparsevec",
+			"COPYSINK_TABLE_PATTERNS_DIM=100000", NULL};
+	const cs_tablespec_t *spec;
+	cs_config_t cfg;
+	char err[512], path[64], want[640];
+	char *first, *second;
+
+	if (load_text(&cfg, ini, NULL, NULL, 0, err, sizeof(err), NULL, 0) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(cfg.pg_create_extension, "on");
+	spec = table_get(&cfg, "memory_entries");
+	assert_int_equal(spec->embedding_type, CS_EMB_HALFVEC);
+	assert_int_equal(spec->cols[3].emb_type, CS_EMB_HALFVEC);
+	assert_int_equal(spec->dim, 384);
+	spec = table_get(&cfg, "docs");
+	assert_int_equal(spec->dim, 768); /* from the spelling */
+	assert_int_equal(spec->embedding_type, CS_EMB_VECTOR);
+	assert_int_equal(spec->cols[1].type, CS_COL_EMBEDDING);
+	assert_int_equal(spec->cols[1].emb_type, CS_EMB_HALFVEC);
+	assert_int_equal(spec->cols[2].type, CS_COL_EMBEDDING);
+	assert_int_equal(spec->cols[2].emb_type, CS_EMB_REAL_ARRAY);
+	assert_int_equal(spec->cols[3].emb_type, CS_EMB_VECTOR); /* the table's */
+	spec = table_get(&cfg, "words");
+	assert_int_equal(spec->dim, 30522);
+	assert_int_equal(spec->cols[1].emb_type, CS_EMB_SPARSEVEC);
+	spec = table_get(&cfg, "plain"); /* "vector" alone is the old spelling of embedding */
+	assert_int_equal(spec->cols[1].type, CS_COL_EMBEDDING);
+	assert_int_equal(spec->cols[1].emb_type, CS_EMB_AUTO);
+	/* printed as spelled, and read back the same */
+	first = print_to_string(&cfg);
+	assert_non_null(strstr(first, "[postgres]\nconninfo = \n"));
+	assert_non_null(strstr(first, "create_extension = on\n"));
+	assert_non_null(strstr(first, "dim = 768\ndlq_topic = \nembedding_type = vector\ncolumns "
+				      "= id bigint not null, e halfvec(768), f real[], g embedding\n"));
+	assert_non_null(strstr(first, "columns = id integer not null, s sparsevec(30522)\n"));
+	cs_config_cleanup(&cfg);
+	if (load_text(&cfg, first, NULL, NULL, 0, err, sizeof(err), NULL, 0) != 0)
+		fail_msg("%s in\n%s", err, first);
+	second = print_to_string(&cfg);
+	assert_string_equal(first, second);
+	cs_config_cleanup(&cfg);
+	free(first);
+	free(second);
+
+	/* from the environment: a built-in table as sparsevec, beyond the dense limit */
+	if (load_text(&cfg, "[table patterns]\n", envp, NULL, 0, err, sizeof(err), NULL, 0) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(cfg.tables[0].embedding_type, CS_EMB_SPARSEVEC);
+	assert_int_equal(cfg.tables[0].dim, 100000);
+	assert_string_equal(cfg.pg_create_extension, "off");
+	cs_config_cleanup(&cfg);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(load_text(&cfg, bad[i].ini, NULL, NULL, 0, err, sizeof(err), path,
+					   sizeof(path)),
+				 -1);
+		snprintf(want, sizeof(want), "%s%s", path, bad[i].err);
+		if (strcmp(err, want) != 0)
+			fail_msg("case %zu:\n got  %s\n want %s", i, err, want);
+		cs_config_cleanup(&cfg);
+	}
+	(void)state;
+}
+
 /* COPYSINK_* variables: worker keys, [kafka] mapping, table keys, table creation. */
 static void test_env(void **state)
 {
@@ -562,7 +665,7 @@ static void test_env_errors(void **state)
 		{"COPYSINK_TABLE_PATTERNS_DIM=0",
 		 "environment variable \"COPYSINK_TABLE_PATTERNS_DIM\": "
 		 "invalid value \"0\" for key \"dim\" in section [table patterns]: "
-		 "out of range (1 .. 16000)"},
+		 "out of range (1 .. 1000000000)"},
 		{"COPYSINK_TABLE_PATTERNS_ON_CONFLICT=none",
 		 "environment variable \"COPYSINK_TABLE_PATTERNS_ON_CONFLICT\": "
 		 "table \"patterns\" has a key: on_conflict must be \"update\" or \"skip\""},
@@ -720,7 +823,8 @@ static void test_print_round_trip(void **state)
 	second = print_to_string(&cfg);
 	assert_string_equal(first, second);
 	assert_non_null(strstr(first, "[table events]\ntopic = app.events\non_conflict = skip\n"
-				      "schema = public\ndim = 8\ndlq_topic = \ncolumns = id bigint "
+				      "schema = public\ndim = 8\ndlq_topic = \nembedding_type = auto\n"
+				      "columns = id bigint "
 				      "not null, body text not null, payload jsonb, labels text[], "
 				      "embedding embedding\nkey = id\n"));
 	assert_non_null(strstr(first, "[table audit]\ntopic = audit\non_conflict = none\n"));
@@ -759,7 +863,11 @@ static void test_help(void **state)
 		"COPYSINK_KAFKA_<KEY>",
 		"[table NAME]",
 		"  on_conflict = (see below)   (update|skip|none)\n",
-		"  dim = 384   (integer, 1 .. 16000)\n",
+		"  dim = 384   (integer, 1 .. 1000000000)\n",
+		"  create_extension = off   (off|on)\n",
+		"env COPYSINK_POSTGRES_CREATE_EXTENSION, -o postgres.create_extension=...",
+		"  embedding_type = auto   (auto|vector|halfvec|sparsevec|real[])\n",
+		"env COPYSINK_TABLE_<NAME>_EMBEDDING_TYPE, -o table.<name>.embedding_type=...",
 		"env COPYSINK_TABLE_<NAME>_DLQ_TOPIC, -o table.<name>.dlq_topic=...",
 		"  columns = ",
 		"  key = ",
@@ -832,6 +940,7 @@ int main(void)
 		cmocka_unit_test(test_file_errors),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_custom_table),
+		cmocka_unit_test(test_embedding_types),
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_env_errors),
 		cmocka_unit_test(test_precedence),
