@@ -102,19 +102,6 @@ uint64_t cs_decoder_unknown_fields(const cs_decoder_t *dec)
 	return dec->unknown_fields;
 }
 
-/* Format a rejection message. */
-static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(errstr, size, fmt, ap);
-	va_end(ap);
-	return reason;
-}
-
 /* ---------------------------------------------------------------- pre-scan */
 
 typedef struct scan {
@@ -279,17 +266,17 @@ static cs_reason_t check_message(const cs_decoder_t *dec, const void *value, siz
 	scan_t s = {.p = value, .len = len};
 
 	if (value == NULL || len == 0)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size, "message is empty");
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size, "message is empty");
 	if (len > dec->limits.max_message_bytes)
-		return reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
 			      "message of %zu bytes is larger than the limit of %zu bytes", len,
 			      dec->limits.max_message_bytes);
 	if (!scan_skip_value(&s))
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "message is not valid msgpack: truncated or invalid at byte %zu",
 			      s.pos);
 	if (s.pos != len)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "message is not valid msgpack: %zu trailing bytes after the value",
 			      len - s.pos);
 	return CS_REASON_OK;
@@ -309,7 +296,7 @@ int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len, cs_reason_t
 		return -1;
 	b = s.p[0];
 	if (!scan_head(&s, &items, &container) || !container) {
-		*reason = reject(CS_REASON_NOT_A_MAP, errstr, errstr_size,
+		*reason = cs_decode_reject(CS_REASON_NOT_A_MAP, errstr, errstr_size,
 				 "message is neither a map nor an array of maps");
 		return -1;
 	}
@@ -321,13 +308,13 @@ int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len, cs_reason_t
 	}
 	if (items == 0) {
 		forget_message(dec);
-		*reason = reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		*reason = cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 				 "message is an empty array");
 		return -1;
 	}
 	if (items > (uint64_t)dec->limits.max_entries) {
 		forget_message(dec);
-		*reason = reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
+		*reason = cs_decode_reject(CS_REASON_TOO_LARGE, errstr, errstr_size,
 				 "message holds %llu entries, more than the limit of %d",
 				 (unsigned long long)items, dec->limits.max_entries);
 		return -1;
@@ -400,6 +387,17 @@ static cs_reason_t check_text(const char *s, size_t n)
 		p += len;
 	}
 	return CS_REASON_OK;
+}
+
+cs_reason_t cs_decode_reject(cs_reason_t reason, char *errstr, size_t errstr_size,
+			     const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(errstr, errstr_size, fmt, ap);
+	va_end(ap);
+	return reason;
 }
 
 /* Name of a msgpack type, for messages. */
@@ -614,18 +612,18 @@ static cs_reason_t put_int(const cs_column_t *col, int bytes, const msgpack_obje
 
 	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		if (o->via.u64 > (uint64_t)max)
-			return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+			return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 				      "field \"%s\" is out of range for %s: %llu", col->name,
 				      names[bytes], (unsigned long long)o->via.u64);
 		v = (int64_t)o->via.u64;
 	} else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
 		if (o->via.i64 < min)
-			return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+			return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 				      "field \"%s\" is out of range for %s: %lld", col->name,
 				      names[bytes], (long long)o->via.i64);
 		v = o->via.i64;
 	} else {
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be an integer, got %s", col->name,
 			      type_name(o->type));
 	}
@@ -653,10 +651,10 @@ static cs_reason_t put_float(const cs_column_t *col, bool f8, const msgpack_obje
 	else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
 		d = (double)o->via.i64;
 	else
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be a number, got %s", col->name, type_name(o->type));
 	if (!isfinite(d) || (!f8 && !isfinite((float)d)))
-		return reject(CS_REASON_NOT_FINITE, errstr, size, "field \"%s\" is not finite%s",
+		return cs_decode_reject(CS_REASON_NOT_FINITE, errstr, size, "field \"%s\" is not finite%s",
 			      col->name, f8 ? "" : " as a float32");
 	if (!f8) {
 		if (cs_buf_reserve(out, 8) != 0)
@@ -676,15 +674,15 @@ static cs_reason_t put_text(const cs_column_t *col, const msgpack_object *o, cs_
 	cs_reason_t r;
 
 	if (o->type != MSGPACK_OBJECT_STR)
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be a string, got %s", col->name, type_name(o->type));
 	if (o->via.str.size > limit)
-		return reject(CS_REASON_TOO_LARGE, errstr, size,
+		return cs_decode_reject(CS_REASON_TOO_LARGE, errstr, size,
 			      "field \"%s\" has %u bytes, more than the limit of %zu", col->name,
 			      o->via.str.size, limit);
 	r = check_text(o->via.str.ptr, o->via.str.size);
 	if (r != CS_REASON_OK)
-		return reject(r, errstr, size, "field \"%s\" %s", col->name,
+		return cs_decode_reject(r, errstr, size, "field \"%s\" %s", col->name,
 			      r == CS_REASON_NUL_BYTE ? "contains a NUL byte" : "is not valid UTF-8");
 	return cs_buf_put_u32(out, o->via.str.size) == 0 &&
 			       cs_buf_append(out, o->via.str.ptr, o->via.str.size) == 0
@@ -700,7 +698,7 @@ static cs_reason_t put_text_array(const cs_column_t *col, const msgpack_object *
 	uint32_t n;
 
 	if (o->type != MSGPACK_OBJECT_ARRAY)
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be an array of strings, got %s", col->name,
 			      type_name(o->type));
 	n = o->via.array.size;
@@ -718,19 +716,19 @@ static cs_reason_t put_text_array(const cs_column_t *col, const msgpack_object *
 		const msgpack_object *e = &o->via.array.ptr[i];
 		cs_reason_t r;
 		if (e->type != MSGPACK_OBJECT_STR)
-			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 				      "field \"%s\" must be an array of strings, element %u is %s",
 				      col->name, i, type_name(e->type));
 		r = check_text(e->via.str.ptr, e->via.str.size);
 		if (r != CS_REASON_OK)
-			return reject(r, errstr, size, "field \"%s\" element %u %s", col->name, i,
+			return cs_decode_reject(r, errstr, size, "field \"%s\" element %u %s", col->name, i,
 				      r == CS_REASON_NUL_BYTE ? "contains a NUL byte"
 							      : "is not valid UTF-8");
 		if (cs_buf_put_u32(out, e->via.str.size) != 0 ||
 		    cs_buf_append(out, e->via.str.ptr, e->via.str.size) != 0)
 			return OOM;
 		if (out->len - start > limit)
-			return reject(CS_REASON_TOO_LARGE, errstr, size,
+			return cs_decode_reject(CS_REASON_TOO_LARGE, errstr, size,
 				      "field \"%s\" is larger than the limit of %zu bytes", col->name,
 				      limit);
 	}
@@ -763,7 +761,7 @@ static cs_reason_t put_json(const cs_decoder_t *dec, const cs_column_t *col, int
 	if (!json_value(&j, o)) {
 		if (j.oom)
 			return OOM;
-		return reject(j.reason, errstr, size, "field \"%s\" %s", col->name,
+		return cs_decode_reject(j.reason, errstr, size, "field \"%s\" %s", col->name,
 			      what[j.reason] ? what[j.reason] : "cannot be stored as JSON");
 	}
 	cs_buf_patch_u32(out, start, (uint32_t)(out->len - start - 4));
@@ -784,7 +782,7 @@ static cs_reason_t put_column(const cs_decoder_t *dec, const cs_tablespec_t *spe
 	case CS_COL_FLOAT8: return put_float(col, true, o, out, errstr, size);
 	case CS_COL_BOOL:
 		if (o->type != MSGPACK_OBJECT_BOOLEAN)
-			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 				      "field \"%s\" must be a bool, got %s", col->name,
 				      type_name(o->type));
 		return cs_buf_put_u32(out, 1) == 0 &&
@@ -807,7 +805,7 @@ static cs_reason_t put_column(const cs_decoder_t *dec, const cs_tablespec_t *spe
 	case CS_COL_INT8_ARRAY:
 		return cs_pgbinary_put(col, o, dec->limits.max_field_bytes, out, errstr, size);
 	}
-	return reject(CS_REASON_WRONG_TYPE, errstr, size, "field \"%s\" has an unknown type",
+	return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size, "field \"%s\" has an unknown type",
 		      col->name);
 }
 
@@ -821,7 +819,7 @@ static cs_reason_t match_fields(cs_decoder_t *dec, const cs_tablespec_t *spec,
 		int c;
 
 		if (k->type != MSGPACK_OBJECT_STR)
-			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 				      "entry has a map key of type %s, field names must be strings",
 				      type_name(k->type));
 		for (c = 0; c < spec->ncols; c++)
@@ -854,7 +852,7 @@ static cs_reason_t encode_tuple(const cs_decoder_t *dec, const cs_tablespec_t *s
 		field_at[c] = tuples->len;
 		if (vals[c] == NULL || vals[c]->type == MSGPACK_OBJECT_NIL) {
 			if (col->in_key || (col->required && !key_only))
-				r = reject(CS_REASON_MISSING_FIELD, errstr, errstr_size,
+				r = cs_decode_reject(CS_REASON_MISSING_FIELD, errstr, errstr_size,
 					   "missing required field \"%s\"", col->name);
 			else if (cs_buf_put_u32(tuples, UINT32_MAX) != 0) /* -1: NULL */
 				r = OOM;
@@ -907,7 +905,7 @@ static cs_reason_t check_depth(const cs_decoder_t *dec, const cs_tablespec_t *sp
 	bool container;
 
 	if (!scan_head(&s, &items, &container))
-		return reject(CS_REASON_MALFORMED, errstr, size, "entry is not valid msgpack");
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, size, "entry is not valid msgpack");
 	for (uint64_t k = 0; k < items; k += 2) {
 		size_t key_at = s.pos, key_len;
 		const cs_column_t *col;
@@ -919,16 +917,16 @@ static cs_reason_t check_depth(const cs_decoder_t *dec, const cs_tablespec_t *sp
 			continue;
 		col = column_named(spec, p + key_at, key_len);
 		if (s.reason == CS_REASON_TOO_DEEP && col != NULL)
-			return reject(CS_REASON_TOO_DEEP, errstr, size,
+			return cs_decode_reject(CS_REASON_TOO_DEEP, errstr, size,
 				      "field \"%s\" nests deeper than %d levels", col->name,
 				      s.max_depth);
 		break;
 	}
 	if (s.reason == CS_REASON_TOO_DEEP)
-		return reject(CS_REASON_TOO_DEEP, errstr, size, "entry nests deeper than %d levels",
+		return cs_decode_reject(CS_REASON_TOO_DEEP, errstr, size, "entry nests deeper than %d levels",
 			      s.max_depth);
 	if (s.pos != len)
-		return reject(CS_REASON_MALFORMED, errstr, size, "entry is not valid msgpack");
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, size, "entry is not valid msgpack");
 	return CS_REASON_OK;
 }
 
@@ -942,13 +940,13 @@ cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec
 	cs_reason_t r;
 
 	if (i < 0 || i >= dec->nentries)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size, "no entry %d", i);
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size, "no entry %d", i);
 	if (!locate_entry(dec, i, &at, &len))
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "entry %d is not valid msgpack", i);
 	p = dec->msg + at;
 	if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
-		return reject(CS_REASON_NOT_A_MAP, errstr, errstr_size, "entry %d is %s, not a map",
+		return cs_decode_reject(CS_REASON_NOT_A_MAP, errstr, errstr_size, "entry %d is %s, not a map",
 			      i, head_type_name(p[0]));
 	r = check_depth(dec, spec, p, len, errstr, errstr_size);
 	if (r != CS_REASON_OK)
@@ -957,7 +955,7 @@ cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec
 	msgpack_zone_clear(&dec->zone);
 	if (msgpack_unpack((const char *)p, len, &off, &dec->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
 	    off != len)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "entry %d is not valid msgpack", i);
 	r = match_fields(dec, spec, &o.via.map, vals, errstr, errstr_size);
 	if (r != CS_REASON_OK)
@@ -978,12 +976,12 @@ static cs_reason_t unpack_key(cs_decoder_t *dec, const void *key, size_t key_len
 	if (r != CS_REASON_OK)
 		return r;
 	if (!scan_value(&s, 0))
-		return reject(CS_REASON_TOO_DEEP, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_TOO_DEEP, errstr, errstr_size,
 			      "message nests deeper than %d levels", s.max_depth);
 	msgpack_zone_clear(&dec->zone);
 	if (msgpack_unpack(key, key_len, &off, &dec->zone, &dec->root) != MSGPACK_UNPACK_SUCCESS ||
 	    off != key_len)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "message is not valid msgpack");
 	return CS_REASON_OK;
 }
@@ -998,11 +996,11 @@ cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const v
 
 	forget_message(dec); /* the key is not a list of entries */
 	if (nkeys == 0)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "a tombstone (null value) cannot delete from table \"%s\", which has "
 			      "no conflict key", spec->name);
 	if (key == NULL || key_len == 0)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "a tombstone (null value) needs a key: the msgpack array of the "
 			      "conflict-key fields");
 	r = unpack_key(dec, key, key_len, errstr, errstr_size);
@@ -1013,7 +1011,7 @@ cs_reason_t cs_decode_key(cs_decoder_t *dec, const cs_tablespec_t *spec, const v
 		return r;
 	}
 	if (dec->root.type != MSGPACK_OBJECT_ARRAY || dec->root.via.array.size != (uint32_t)nkeys)
-		return reject(CS_REASON_MALFORMED, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "tombstone key must be a msgpack array of the %d conflict-key "
 			      "field(s) of table \"%s\"",
 			      nkeys, spec->name);

@@ -232,38 +232,6 @@ static uint16_t le_u16(const char *s)
 	return (uint16_t)(b[0] | b[1] << 8);
 }
 
-/* Format a rejection message. */
-static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(errstr, size, fmt, ap);
-	va_end(ap);
-	return reason;
-}
-
-/* Name of a msgpack type, for messages (as the decoder spells them). */
-static const char *type_name(msgpack_object_type t)
-{
-	switch (t) {
-	case MSGPACK_OBJECT_NIL: return "nil";
-	case MSGPACK_OBJECT_BOOLEAN: return "bool";
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "int";
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64: return "float";
-	case MSGPACK_OBJECT_STR: return "str";
-	case MSGPACK_OBJECT_ARRAY: return "array";
-	case MSGPACK_OBJECT_MAP: return "map";
-	case MSGPACK_OBJECT_BIN: return "bin";
-	case MSGPACK_OBJECT_EXT: return "ext";
-	}
-	return "unknown";
-}
-
 /* One number of an embedding: its float32 (as a C cast rounds it) and the value sent. */
 typedef struct num {
 	float f;
@@ -306,12 +274,12 @@ static cs_reason_t dense_value(const dense_t *d, uint32_t i, num_t *n)
 		n->f = le_f32(d->o->via.bin.ptr + 4 * (size_t)i);
 		n->sent = n->f;
 	} else if (!number(&d->o->via.array.ptr[i], n)) {
-		return reject(CS_REASON_WRONG_TYPE, d->errstr, d->size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, d->errstr, d->size,
 			      "field \"%s\" value %u is a %s, not a number", d->col->name, i,
-			      type_name(d->o->via.array.ptr[i].type));
+			      cs_decode_type_name(&d->o->via.array.ptr[i]));
 	}
 	if (!isfinite(n->f) && (!d->halfvec || !isfinite(n->sent)))
-		return reject(CS_REASON_NOT_FINITE, d->errstr, d->size,
+		return cs_decode_reject(CS_REASON_NOT_FINITE, d->errstr, d->size,
 			      "field \"%s\" value %u is not a finite float32", d->col->name, i);
 	return CS_REASON_OK;
 }
@@ -332,23 +300,23 @@ static cs_reason_t dense_open(dense_t *d, int dim, bool halves_ok)
 		d->n = (uint32_t)dim;
 		d->halves = true;
 	} else if (o->type == MSGPACK_OBJECT_BIN && halves_ok) {
-		return reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
+		return cs_decode_reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
 			      "field \"%s\" is a bin of %u bytes, expected %d (little-endian float32) "
 			      "or %d (little-endian half)",
 			      d->col->name, o->via.bin.size, 4 * dim, 2 * dim); /* dim <= 16000 */
 	} else if (o->type == MSGPACK_OBJECT_BIN && o->via.bin.size % 4 == 0) {
 		d->n = o->via.bin.size / 4; /* the wrong count, said below */
 	} else if (o->type == MSGPACK_OBJECT_BIN) {
-		return reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
+		return cs_decode_reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
 			      "field \"%s\" is a bin of %u bytes, expected %lld (little-endian float32)",
 			      d->col->name, o->via.bin.size, 4 * (long long)dim);
 	} else {
-		return reject(CS_REASON_WRONG_TYPE, d->errstr, d->size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, d->errstr, d->size,
 			      "field \"%s\" must be an array of numbers or a bin, got %s",
-			      d->col->name, type_name(o->type));
+			      d->col->name, cs_decode_type_name(o));
 	}
 	if (d->n != (uint32_t)dim)
-		return reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
+		return cs_decode_reject(CS_REASON_EMBEDDING_DIM, d->errstr, d->size,
 			      "field \"%s\" has %u values, expected %d", d->col->name, d->n, dim);
 	return CS_REASON_OK;
 }
@@ -404,13 +372,13 @@ static cs_reason_t put_halfvec(dense_t *d, int dim, cs_buf_t *out)
 		if (d->halves) {
 			h = le_u16(d->o->via.bin.ptr + 2 * (size_t)i);
 			if ((h & HALF_EXP_MASK) == HALF_EXP_MASK)
-				return reject(CS_REASON_NOT_FINITE, d->errstr, d->size,
+				return cs_decode_reject(CS_REASON_NOT_FINITE, d->errstr, d->size,
 					      "field \"%s\" value %u is not a finite half",
 					      d->col->name, i);
 		} else if ((r = dense_value(d, i, &n)) != CS_REASON_OK) {
 			return r;
 		} else if (cs_embedding_f32_to_half(n.f, &h) != 0) {
-			return reject(CS_REASON_OUT_OF_RANGE, d->errstr, d->size,
+			return cs_decode_reject(CS_REASON_OUT_OF_RANGE, d->errstr, d->size,
 				      "field \"%s\" value %u is out of range for halfvec: %.9g",
 				      d->col->name, i, n.sent);
 		}
@@ -456,18 +424,18 @@ static cs_reason_t sparse_arrays(const sparse_t *s, const msgpack_object *o,
 		if (!is_idx && !is_val)
 			break;
 		if (v->type != MSGPACK_OBJECT_ARRAY)
-			return reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
+			return cs_decode_reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
 				      "field \"%s\" %s must be an array, got %s", s->col->name,
-				      is_idx ? "indices" : "values", type_name(v->type));
+				      is_idx ? "indices" : "values", cs_decode_type_name(v));
 		*(is_idx ? idx : val) = v;
 	}
 	if (*idx == NULL || *val == NULL || o->via.map.size != 2)
-		return reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
 			      "field \"%s\" must be a map of \"indices\" and \"values\", an array of "
 			      "numbers or a bin",
 			      s->col->name);
 	if ((*idx)->via.array.size != (*val)->via.array.size)
-		return reject(CS_REASON_EMBEDDING_DIM, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_EMBEDDING_DIM, s->errstr, s->size,
 			      "field \"%s\" has %u indices and %u values", s->col->name,
 			      (*idx)->via.array.size, (*val)->via.array.size);
 	return CS_REASON_OK;
@@ -480,15 +448,15 @@ static cs_reason_t sparse_index(const sparse_t *s, const msgpack_object *idx, ui
 	const msgpack_object *e = &idx->via.array.ptr[i];
 
 	if (e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-		return reject(CS_REASON_OUT_OF_RANGE, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, s->errstr, s->size,
 			      "field \"%s\" index %u is out of range for sparsevec(%d): %lld",
 			      s->col->name, i, s->dim, (long long)e->via.i64);
 	if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-		return reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
 			      "field \"%s\" index %u is a %s, not an int", s->col->name, i,
-			      type_name(e->type));
+			      cs_decode_type_name(e));
 	if (e->via.u64 >= (uint64_t)s->dim)
-		return reject(CS_REASON_OUT_OF_RANGE, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, s->errstr, s->size,
 			      "field \"%s\" index %u is out of range for sparsevec(%d): %llu",
 			      s->col->name, i, s->dim, (unsigned long long)e->via.u64);
 	*index = (uint32_t)e->via.u64;
@@ -502,11 +470,11 @@ static cs_reason_t sparse_value(const sparse_t *s, const msgpack_object *val, ui
 	num_t n;
 
 	if (!number(&val->via.array.ptr[i], &n))
-		return reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
 			      "field \"%s\" value %u is a %s, not a number", s->col->name, i,
-			      type_name(val->via.array.ptr[i].type));
+			      cs_decode_type_name(&val->via.array.ptr[i]));
 	if (!isfinite(n.f))
-		return reject(CS_REASON_NOT_FINITE, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_NOT_FINITE, s->errstr, s->size,
 			      "field \"%s\" value %u is not a finite float32", s->col->name, i);
 	*f = n.f;
 	return CS_REASON_OK;
@@ -543,7 +511,7 @@ static cs_reason_t sparse_count(const sparse_t *s, const msgpack_object *idx,
 		*nnz += v.f != 0.0f;
 	}
 	if (*nnz > CS_SPARSEVEC_MAX_NNZ)
-		return reject(CS_REASON_EMBEDDING_DIM, s->errstr, s->size,
+		return cs_decode_reject(CS_REASON_EMBEDDING_DIM, s->errstr, s->size,
 			      "field \"%s\" has %u non-zero values, more than the %d of a sparsevec",
 			      s->col->name, *nnz, CS_SPARSEVEC_MAX_NNZ);
 	return CS_REASON_OK;
@@ -556,7 +524,7 @@ static cs_reason_t sparse_order(sparse_t *s)
 		qsort(s->pairs, s->nnz, sizeof(s->pairs[0]), pair_cmp);
 	for (uint32_t i = 1; i < s->nnz; i++)
 		if (s->pairs[i] >> 32 == s->pairs[i - 1] >> 32)
-			return reject(CS_REASON_EMBEDDING_DIM, s->errstr, s->size,
+			return cs_decode_reject(CS_REASON_EMBEDDING_DIM, s->errstr, s->size,
 				      "field \"%s\" has index %u twice", s->col->name,
 				      (unsigned)(s->pairs[i] >> 32));
 	return CS_REASON_OK;

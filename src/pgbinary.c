@@ -52,19 +52,6 @@
 /* A timestamp string is at most this long: "YYYY-MM-DDTHH:MM:SS" + fraction + "+HH:MM". */
 #define MAX_TIMESTAMP_LEN 64
 
-/* Format a rejection message. */
-static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static cs_reason_t reject(cs_reason_t reason, char *errstr, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(errstr, size, fmt, ap);
-	va_end(ap);
-	return reason;
-}
-
 /* Append a field of 4 or 8 bytes: its length, then v big-endian. */
 static cs_reason_t put_fixed(cs_buf_t *out, int bytes, uint64_t v)
 {
@@ -131,18 +118,18 @@ static cs_reason_t put_uuid(const cs_column_t *col, const msgpack_object *o, cs_
 
 	if (o->type == MSGPACK_OBJECT_BIN) {
 		if (o->via.bin.size != 16)
-			return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+			return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 				      "field \"%s\" is a bin of %u bytes, a uuid has 16", col->name,
 				      o->via.bin.size);
 		memcpy(b, o->via.bin.ptr, 16);
 	} else if (o->type == MSGPACK_OBJECT_STR) {
 		if (!parse_uuid(o->via.str.ptr, o->via.str.size, b))
-			return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+			return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 				      "field \"%s\" is not a uuid "
 				      "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hexadecimal)",
 				      col->name);
 	} else {
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be a uuid string or a bin of 16 bytes, got %s",
 			      col->name, cs_decode_type_name(o));
 	}
@@ -194,13 +181,13 @@ static cs_reason_t parse_date(const cs_column_t *col, const char *s, int64_t *da
 	int y = decimal_digits(s, 4), m = decimal_digits(s + 5, 2), d = decimal_digits(s + 8, 2);
 
 	if (y < 0 || m < 0 || d < 0 || s[4] != '-' || s[7] != '-')
-		return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+		return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 			      "field \"%s\" does not start with a date (YYYY-MM-DD)", col->name);
 	if (y == 0) /* year 0000 is 1 BC, which PostgreSQL does not take in this form */
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" is out of range: year 0000", col->name);
 	if (m < 1 || m > 12 || d < 1 || d > month_days(y, m))
-		return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+		return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 			      "field \"%s\" is not a valid date: there is no %04d-%02d-%02d",
 			      col->name, y, m, d);
 	*days = days_since_epoch(y, m, d);
@@ -249,7 +236,7 @@ static cs_reason_t parse_timestamp(const cs_column_t *col, const char *s, size_t
 			goto bad;
 	}
 	if (p == n)
-		return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+		return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 			      "field \"%s\" has no UTC offset (end it with Z or +HH:MM)",
 			      col->name);
 	if ((s[p] == 'Z' || s[p] == 'z') && p + 1 == n) {
@@ -264,7 +251,7 @@ static cs_reason_t parse_timestamp(const cs_column_t *col, const char *s, size_t
 		goto bad;
 	}
 	if (h > 23 || mi > 59 || sec > 60 || oh > 23 || om > 59)
-		return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+		return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 			      "field \"%s\" is not a valid time: %02d:%02d:%02d, offset %02d:%02d",
 			      col->name, h, mi, sec, oh, om);
 	if (frac_at > 0)
@@ -273,7 +260,7 @@ static cs_reason_t parse_timestamp(const cs_column_t *col, const char *s, size_t
 	*usecs = secs * USECS_PER_SEC + fsec;
 	return CS_REASON_OK;
 bad:
-	return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+	return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 		      "field \"%s\" is not an RFC 3339 timestamp "
 		      "(YYYY-MM-DDTHH:MM:SS[.fraction] and Z or +HH:MM)",
 		      col->name);
@@ -287,7 +274,7 @@ static cs_reason_t ext_timestamp(const cs_column_t *col, const msgpack_object *o
 	uint64_t v;
 
 	if (o->via.ext.type != -1)
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" is an ext of type %d, not a timestamp (-1)", col->name,
 			      o->via.ext.type);
 	switch (o->via.ext.size) {
@@ -305,12 +292,12 @@ static cs_reason_t ext_timestamp(const cs_column_t *col, const msgpack_object *o
 		*secs = (int64_t)get_be(p + 4, 8);
 		break;
 	default:
-		return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+		return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 			      "field \"%s\" is a timestamp ext of %u bytes, not 4, 8 or 12",
 			      col->name, o->via.ext.size);
 	}
 	if (*nsecs > 999999999)
-		return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+		return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 			      "field \"%s\" is a timestamp ext with %u nanoseconds", col->name,
 			      *nsecs);
 	return CS_REASON_OK;
@@ -321,7 +308,7 @@ static cs_reason_t int_millis(const cs_column_t *col, const msgpack_object *o, i
 			      char *errstr, size_t size)
 {
 	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 > INT64_MAX)
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" is out of range: %llu milliseconds", col->name,
 			      (unsigned long long)o->via.u64);
 	*ms = o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)o->via.u64 : o->via.i64;
@@ -346,7 +333,7 @@ static cs_reason_t timestamptz_usecs(const cs_column_t *col, const msgpack_objec
 			return r;
 		if (ms < MIN_TIMESTAMP / 1000 + EPOCH_MSECS ||
 		    ms >= END_TIMESTAMP / 1000 + EPOCH_MSECS)
-			return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+			return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 				      "field \"%s\" is out of range for timestamptz: %lld "
 				      "milliseconds", col->name, (long long)ms);
 		*usecs = (ms - EPOCH_MSECS) * 1000;
@@ -357,7 +344,7 @@ static cs_reason_t timestamptz_usecs(const cs_column_t *col, const msgpack_objec
 			return r;
 		if (secs < MIN_TIMESTAMP / USECS_PER_SEC + EPOCH_SECS - 1 ||
 		    secs > END_TIMESTAMP / USECS_PER_SEC + EPOCH_SECS)
-			return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+			return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 				      "field \"%s\" is out of range for timestamptz: %lld seconds",
 				      col->name, (long long)secs);
 		/* to the microsecond, half to even */
@@ -365,7 +352,7 @@ static cs_reason_t timestamptz_usecs(const cs_column_t *col, const msgpack_objec
 			 (ns % 1000 > 500 || (ns % 1000 == 500 && (ns / 1000) % 2 == 1));
 		return CS_REASON_OK;
 	default:
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be an RFC 3339 string, an int of epoch "
 			      "milliseconds or a timestamp ext, got %s",
 			      col->name, cs_decode_type_name(o));
@@ -382,7 +369,7 @@ static cs_reason_t put_timestamptz(const cs_column_t *col, const msgpack_object 
 	if (r != CS_REASON_OK)
 		return r;
 	if (usecs < MIN_TIMESTAMP || usecs >= END_TIMESTAMP)
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" is out of range for timestamptz", col->name);
 	return put_fixed(out, 8, (uint64_t)usecs);
 }
@@ -399,7 +386,7 @@ static cs_reason_t date_days(const cs_column_t *col, const msgpack_object *o, in
 	switch (o->type) {
 	case MSGPACK_OBJECT_STR:
 		if (o->via.str.size != 10)
-			return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+			return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 				      "field \"%s\" is not a date (YYYY-MM-DD)", col->name);
 		return parse_date(col, o->via.str.ptr, days, errstr, size);
 	case MSGPACK_OBJECT_POSITIVE_INTEGER:
@@ -420,13 +407,13 @@ static cs_reason_t date_days(const cs_column_t *col, const msgpack_object *o, in
 		*days = secs / SECS_PER_DAY - EPOCH_DAYS;
 		return CS_REASON_OK;
 	default:
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be a YYYY-MM-DD string, an int of epoch "
 			      "milliseconds or a timestamp ext, got %s",
 			      col->name, cs_decode_type_name(o));
 	}
 not_midnight:
-	return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+	return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 		      "field \"%s\" is not midnight UTC: a date takes whole days", col->name);
 }
 
@@ -440,7 +427,7 @@ static cs_reason_t put_date(const cs_column_t *col, const msgpack_object *o, cs_
 	if (r != CS_REASON_OK)
 		return r;
 	if (days < MIN_DATE || days >= END_DATE)
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" is out of range for date", col->name);
 	return put_fixed(out, 4, (uint64_t)(uint32_t)(int32_t)days);
 }
@@ -523,7 +510,7 @@ static cs_reason_t put_decimal(const cs_column_t *col, const decimal_t *d, cs_bu
 
 	dscale = d->nfrac - d->exp > 0 ? d->nfrac - d->exp : 0;
 	if (dscale > NUMERIC_MAX_DSCALE)
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" is out of range for numeric: more than %d digits "
 			      "after the decimal point", col->name, NUMERIC_MAX_DSCALE);
 	while (first < ndig && decimal_digit(d, first) == 0)
@@ -537,7 +524,7 @@ static cs_reason_t put_decimal(const cs_column_t *col, const decimal_t *d, cs_bu
 	weight = floor_div4(d->nint - 1 - first + d->exp);
 	low = floor_div4(d->nint - 1 - last + d->exp);
 	if (weight > NUMERIC_MAX_WEIGHT)
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" is out of range for numeric: more than %d digits "
 			      "before the decimal point", col->name, 4 * (NUMERIC_MAX_WEIGHT + 1));
 	n = weight - low + 1;
@@ -603,11 +590,11 @@ static cs_reason_t put_numeric(const cs_column_t *col, const msgpack_object *o, 
 	case MSGPACK_OBJECT_STR:
 		s = o->via.str.ptr, n = o->via.str.size;
 		if (n > limit)
-			return reject(CS_REASON_TOO_LARGE, errstr, size,
+			return cs_decode_reject(CS_REASON_TOO_LARGE, errstr, size,
 				      "field \"%s\" has %zu bytes, more than the limit of %zu",
 				      col->name, n, limit);
 		if (non_finite_spelling(s, n))
-			return reject(CS_REASON_NOT_FINITE, errstr, size,
+			return cs_decode_reject(CS_REASON_NOT_FINITE, errstr, size,
 				      "field \"%s\" is not finite: numeric takes finite numbers "
 				      "only",
 				      col->name);
@@ -621,19 +608,19 @@ static cs_reason_t put_numeric(const cs_column_t *col, const msgpack_object *o, 
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64:
 		if (!isfinite(o->via.f64))
-			return reject(CS_REASON_NOT_FINITE, errstr, size,
+			return cs_decode_reject(CS_REASON_NOT_FINITE, errstr, size,
 				      "field \"%s\" is not finite: numeric takes finite numbers "
 				      "only",
 				      col->name);
 		n = float_text(o, buf, sizeof(buf));
 		break;
 	default:
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be a decimal string or a number, got %s",
 			      col->name, cs_decode_type_name(o));
 	}
 	if (!parse_decimal(s, n, &d))
-		return reject(CS_REASON_INVALID_FORMAT, errstr, size,
+		return cs_decode_reject(CS_REASON_INVALID_FORMAT, errstr, size,
 			      "field \"%s\" is not a decimal number (such as -123.45 or 1.5e-3)",
 			      col->name);
 	return put_decimal(col, &d, out, errstr, size);
@@ -653,11 +640,11 @@ static cs_reason_t put_bytea(const cs_column_t *col, const msgpack_object *o, si
 			     cs_buf_t *out, char *errstr, size_t size)
 {
 	if (o->type != MSGPACK_OBJECT_BIN)
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be a bin, got %s", col->name,
 			      cs_decode_type_name(o));
 	if (o->via.bin.size > limit)
-		return reject(CS_REASON_TOO_LARGE, errstr, size,
+		return cs_decode_reject(CS_REASON_TOO_LARGE, errstr, size,
 			      "field \"%s\" has %u bytes, more than the limit of %zu", col->name,
 			      o->via.bin.size, limit);
 	return cs_buf_put_u32(out, o->via.bin.size) == 0 &&
@@ -686,26 +673,26 @@ static cs_reason_t array_element(const cs_column_t *col, uint32_t i, const msgpa
 		else if (e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
 			f = (double)e->via.i64;
 		else
-			return reject(CS_REASON_WRONG_TYPE, errstr, size,
+			return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 				      "field \"%s\" element %u is %s, not a number", col->name, i,
 				      cs_decode_type_name(e));
 		if (!isfinite(f))
-			return reject(CS_REASON_NOT_FINITE, errstr, size,
+			return cs_decode_reject(CS_REASON_NOT_FINITE, errstr, size,
 				      "field \"%s\" element %u is not finite", col->name, i);
 		memcpy(bits, &f, sizeof(*bits));
 		return CS_REASON_OK;
 	}
 	if (e->type == MSGPACK_OBJECT_POSITIVE_INTEGER && e->via.u64 > (uint64_t)max)
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" element %u is out of range for %s: %llu", col->name, i,
 			      what, (unsigned long long)e->via.u64);
 	if (e->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && e->via.i64 < min)
-		return reject(CS_REASON_OUT_OF_RANGE, errstr, size,
+		return cs_decode_reject(CS_REASON_OUT_OF_RANGE, errstr, size,
 			      "field \"%s\" element %u is out of range for %s: %lld", col->name, i,
 			      what, (long long)e->via.i64);
 	if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
 	    e->type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" element %u is %s, not an integer", col->name, i,
 			      cs_decode_type_name(e));
 	*bits = e->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? e->via.u64 : (uint64_t)e->via.i64;
@@ -724,7 +711,7 @@ static cs_reason_t put_number_array(const cs_column_t *col, const msgpack_object
 	size_t len;
 
 	if (o->type != MSGPACK_OBJECT_ARRAY)
-		return reject(CS_REASON_WRONG_TYPE, errstr, size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 			      "field \"%s\" must be an array of %s, got %s", col->name,
 			      col->type == CS_COL_FLOAT8_ARRAY ? "numbers" : "integers",
 			      cs_decode_type_name(o));
@@ -733,7 +720,7 @@ static cs_reason_t put_number_array(const cs_column_t *col, const msgpack_object
 		nulls += o->via.array.ptr[i].type == MSGPACK_OBJECT_NIL;
 	len = (n > 0 ? 20 : 12) + 4 * (size_t)n + (size_t)bytes * (n - nulls);
 	if (len > limit)
-		return reject(CS_REASON_TOO_LARGE, errstr, size,
+		return cs_decode_reject(CS_REASON_TOO_LARGE, errstr, size,
 			      "field \"%s\" is larger than the limit of %zu bytes", col->name,
 			      limit);
 	if (cs_buf_reserve(out, 4 + len) != 0)
@@ -777,7 +764,7 @@ cs_reason_t cs_pgbinary_put(const cs_column_t *col, const struct msgpack_object 
 	case CS_COL_INT4_ARRAY:
 	case CS_COL_INT8_ARRAY: return put_number_array(col, o, limit, out, errstr, errstr_size);
 	default:
-		return reject(CS_REASON_WRONG_TYPE, errstr, errstr_size,
+		return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, errstr_size,
 			      "field \"%s\" has a type this encoder does not own", col->name);
 	}
 }

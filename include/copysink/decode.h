@@ -52,6 +52,14 @@ struct msgpack_object;
 /* Name of a msgpack value's type for messages: "int", "str", "bin", ... Never NULL. */
 const char *cs_decode_type_name(const struct msgpack_object *o);
 
+/*
+ * A data error: formats the message into errstr (errstr_size bytes, truncated if need be) and
+ * returns `reason`, for `return cs_decode_reject(...)` in the decoder and the column encoders.
+ * Any thread.
+ */
+cs_reason_t cs_decode_reject(cs_reason_t reason, char *errstr, size_t errstr_size,
+			     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 typedef struct cs_decode_limits {
 	size_t max_message_bytes; /* larger message values are rejected whole (TOO_LARGE) */
 	int max_entries;          /* entries per message */
