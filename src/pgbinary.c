@@ -626,11 +626,56 @@ static cs_reason_t put_numeric(const cs_column_t *col, const msgpack_object *o, 
 	return put_decimal(col, &d, out, errstr, size);
 }
 
+/* The big-endian uint32 at p. */
+static uint32_t get_u32(const char *p)
+{
+	const unsigned char *u = (const unsigned char *)p;
+
+	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+/* A float of `size` bytes (big-endian) at p that is -0 becomes +0 (its sign bit cleared). */
+static void positive_zero(char *p, size_t size)
+{
+	for (size_t i = 1; i < size; i++)
+		if (p[i] != 0)
+			return;
+	if ((unsigned char)p[0] == 0x80)
+		p[0] = 0;
+}
+
 void cs_pgbinary_canonical_key(const cs_column_t *col, char *field, size_t len)
 {
-	/* length (4 bytes), ndigits, weight, sign, dscale (2 bytes each) */
-	if (col->type == CS_COL_NUMERIC && len >= 12)
-		field[10] = field[11] = 0;
+	switch (col->type) {
+	case CS_COL_NUMERIC:
+		/* length (4 bytes), ndigits, weight, sign, dscale (2 bytes each) */
+		if (len >= 12)
+			field[10] = field[11] = 0;
+		break;
+	case CS_COL_FLOAT4:
+	case CS_COL_FLOAT8:
+		/* length, then the value: -0 and +0 are one value to PostgreSQL's index */
+		if (len == 8 || len == 12)
+			positive_zero(field + 4, len - 4);
+		break;
+	case CS_COL_FLOAT8_ARRAY:
+		/* length, ndim, flags, element type, then per dimension size and lower bound, then
+		 * each element as length (-1: NULL) and 8 bytes */
+		if (len >= 24 && get_u32(field + 4) == 1) {
+			for (size_t at = 24; at + 4 <= len;) {
+				uint32_t n = get_u32(field + at);
+				at += 4;
+				if (n == UINT32_MAX)
+					continue;
+				if (n == 8 && at + 8 <= len)
+					positive_zero(field + at, 8);
+				at += n;
+			}
+		}
+		break;
+	default:
+		break;
+	}
 }
 
 /* ---------------------------------------------------------------- bytea */

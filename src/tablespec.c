@@ -299,8 +299,18 @@ static int parse_key(cs_tablespec_t *spec, const char *key, char *errstr, size_t
 			}
 			if (spec->cols[c].type == CS_COL_JSON) {
 				snprintf(errstr, errstr_size,
-					 "key column \"%s\" is json, which has no equality "
-					 "(use jsonb)", name);
+					 "key column \"%s\" is json, which has no equality", name);
+				return -1;
+			}
+			/* one jsonb document has many encodings (key order, 1 and 1.0): two in one
+			 * batch would be one key to PostgreSQL and two to the batch, and the merge
+			 * would refuse to touch the row twice */
+			if (spec->cols[c].type == CS_COL_JSONB ||
+			    spec->cols[c].type == CS_COL_EMBEDDING) {
+				snprintf(errstr, errstr_size,
+					 "key column \"%s\" is %s, which cannot be a conflict key (use "
+					 "text or a scalar type)", name,
+					 spec->cols[c].type == CS_COL_JSONB ? "jsonb" : "an embedding");
 				return -1;
 			}
 			spec->cols[c].in_key = true;

@@ -46,8 +46,9 @@ CS_MUSTCHECK cs_reason_t cs_pgbinary_put(const cs_column_t *col, const struct ms
 /*
  * Make the conflict-key bytes of one encoded field (`field`, `len` bytes, its 4-byte length
  * included) equal for equal values: a numeric's display scale is cleared, so that 1.5 and
- * 1.50, which PostgreSQL's unique index holds equal, are one key in the batch too. Other types
- * are already canonical and left as they are.
+ * 1.50, which PostgreSQL's unique index holds equal, are one key in the batch too, and a float's
+ * (or a double precision[] element's) -0 becomes +0. Other key types are already canonical and
+ * left as they are (jsonb, whose spellings of one document differ, is refused as a key).
  */
 void cs_pgbinary_canonical_key(const cs_column_t *col, char *field, size_t len);
 

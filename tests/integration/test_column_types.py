@@ -8,6 +8,7 @@ zone UTC) and compared with the expected text exactly; timestamps sent as string
 compared with the server's own parse of the same string, which checks the rounding of
 fractional seconds against PostgreSQL's.
 """
+import re
 import subprocess
 import uuid
 
@@ -279,3 +280,40 @@ def test_schema_check_names_the_type(tmp_path, database, kafka, copysink_bin):
         assert r.returncode == 1, command
         assert ('table "public.ledger" column "at" has type timestamp without time zone, '
                 'expected timestamptz') in out, out
+
+
+FLOATS_SPEC = """
+[table floats]
+topic = {floats}
+on_conflict = update
+columns = f double precision not null, r real not null, v text
+key = f, r
+"""
+
+
+def test_zero_and_minus_zero_are_one_key(tmp_path, database, kafka, workers, copysink_bin):
+    """-0.0 and 0.0 in one batch are one key, as to PostgreSQL's unique index: one row, the
+    later entry's (two keys in the batch would make the merge touch the row twice, which
+    PostgreSQL refuses)."""
+    floats = kafka.topic("floats")
+    kafka.create_topics({floats: 1, floats + ".dlq": 1})
+    group = "g-" + kafka.prefix
+    config = write_config(tmp_path / "c.ini", bootstrap=kafka.bootstrap, conninfo=database,
+                          group=group, tables={}, extra=FLOATS_SPEC.format(floats=floats))
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+    # produced before the worker starts, so that they are read into one batch
+    entries = [{"f": -0.0, "r": 0.0, "v": "first"}, {"f": 0.0, "r": -0.0, "v": "second"},
+               {"f": 1.0, "r": -0.0, "v": "other"}]
+    positions = kafka.produce([(floats, b"k", msgpack.packb(e)) for e in entries])
+    ends = {(floats, 0): max(off for _, _, off in positions) + 1}
+    w = workers(config).start()
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 120,
+             "the worker to store the batch")
+    assert w.alive(), w.log_text()[-3000:]
+    assert w.stop() == 0, w.log_text()[-3000:]
+    # one batch of the three entries, two rows once equal keys are merged in the batch
+    commits = re.findall(r'msg="batch committed" rows=(\d+)', w.log_text())
+    assert commits == ["2"], commits
+    assert rows(database, "SELECT f, r, v FROM floats ORDER BY f") == [
+        (0.0, 0.0, "second"), (1.0, 0.0, "other")]
+    assert kafka.read_all(floats + ".dlq", 0, timeout=1) == []

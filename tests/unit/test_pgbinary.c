@@ -679,6 +679,37 @@ static void test_numeric_key(void **state)
 	cs_buf_cleanup(&t1), cs_buf_cleanup(&k1), cs_buf_cleanup(&t2), cs_buf_cleanup(&k2);
 }
 
+/* -0 and +0 are one key (a float's unique index holds them equal), in a float, a real and a
+ * double precision[] element; each tuple keeps its own sign. */
+static void test_float_zero_key(void **state)
+{
+	static const struct {
+		const char *columns, *key, *neg, *pos;
+	} cases[] = {
+		{"f double precision not null", "f", "81 a166 cb8000000000000000",
+		 "81 a166 cb0000000000000000"},
+		{"f real not null", "f", "81 a166 ca80000000", "81 a166 ca00000000"},
+		{"f double precision[] not null", "f", "81 a166 92 cb8000000000000000 c0",
+		 "81 a166 92 cb0000000000000000 c0"},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cs_buf_t t1, k1, t2, k2;
+
+		cs_buf_init(&t1), cs_buf_init(&k1), cs_buf_init(&t2), cs_buf_init(&k2);
+		assert_int_equal(decode_hex(cases[i].columns, cases[i].key, cases[i].neg, &t1, &k1),
+				 CS_REASON_OK);
+		assert_int_equal(decode_hex(cases[i].columns, cases[i].key, cases[i].pos, &t2, &k2),
+				 CS_REASON_OK);
+		/* the tuples differ (the sign is stored as sent), the keys do not */
+		assert_int_equal(t1.len, t2.len);
+		assert_memory_not_equal(t1.data, t2.data, t1.len);
+		assert_int_equal(k1.len, k2.len);
+		assert_memory_equal(k1.data, k2.data, k1.len);
+		cs_buf_cleanup(&t1), cs_buf_cleanup(&k1), cs_buf_cleanup(&t2), cs_buf_cleanup(&k2);
+	}
+}
+
 /* A json column is the JSON text without jsonb's version byte; jsonb keeps it. */
 static void test_json_column(void **state)
 {
@@ -728,6 +759,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_arrays, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_array_oid_and_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_numeric_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_float_zero_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_json_column, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejection_through_decoder, setup, teardown),
 	};

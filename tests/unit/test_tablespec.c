@@ -94,8 +94,13 @@ static void test_parse_errors(void **state)
 				 SUPPORTED ")"},
 		{"id timestamp", "", "column \"id\" has unsupported type \"timestamp\" (supported: "
 				     SUPPORTED ")"},
-		{"id bigint, j json", "id, j",
-		 "key column \"j\" is json, which has no equality (use jsonb)"},
+		{"id bigint, j json", "id, j", "key column \"j\" is json, which has no equality"},
+		{"id bigint, j jsonb", "id, j",
+		 "key column \"j\" is jsonb, which cannot be a conflict key (use text or a scalar "
+		 "type)"},
+		{"id bigint, e vector(3)", "id, e",
+		 "key column \"e\" is an embedding, which cannot be a conflict key (use text or a "
+		 "scalar type)"},
 		{"1id text", "", "invalid column name \"1id\""},
 		{"a text, a text", "", "column \"a\" is listed twice"},
 		{"a text", "b", "key column \"b\" is not in the column list"},
