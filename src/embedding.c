@@ -341,7 +341,7 @@ static cs_reason_t put_float32s(dense_t *d, int dim, bool vector, cs_buf_t *out)
 		p = be32(be32(p, (uint32_t)dim), 1);
 	}
 	for (uint32_t i = 0; i < d->n; i++) {
-		num_t n;
+		num_t n = {0, 0};
 		if ((r = dense_value(d, i, &n)) != CS_REASON_OK)
 			return r;
 		if (!vector)
@@ -367,7 +367,7 @@ static cs_reason_t put_halfvec(dense_t *d, int dim, cs_buf_t *out)
 	p = be32(p, (uint32_t)dim << 16); /* int16 dim, int16 unused */
 	for (uint32_t i = 0; i < d->n; i++) {
 		uint16_t h;
-		num_t n;
+		num_t n = {0, 0};
 
 		if (d->halves) {
 			h = le_u16(d->o->via.bin.ptr + 2 * (size_t)i);
@@ -467,7 +467,7 @@ static cs_reason_t sparse_index(const sparse_t *s, const msgpack_object *idx, ui
 static cs_reason_t sparse_value(const sparse_t *s, const msgpack_object *val, uint32_t i,
 				float *f)
 {
-	num_t n;
+	num_t n = {0, 0};
 
 	if (!number(&val->via.array.ptr[i], &n))
 		return cs_decode_reject(CS_REASON_WRONG_TYPE, s->errstr, s->size,
@@ -501,7 +501,7 @@ static cs_reason_t sparse_count(const sparse_t *s, const msgpack_object *idx,
 	*nnz = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t index;
-		num_t v;
+		num_t v = {0, 0};
 
 		if (idx != NULL && ((r = sparse_index(s, idx, i, &index)) != CS_REASON_OK ||
 				    (r = sparse_value(s, val, i, &v.f)) != CS_REASON_OK))
@@ -556,7 +556,7 @@ static cs_reason_t put_sparsevec(const cs_column_t *col, int dim, const msgpack_
 	s.pairs = (uint64_t *)(void *)(out->data + scratch);
 	for (uint32_t i = 0; i < (idx ? idx->via.array.size : d.n); i++) {
 		uint32_t index = i;
-		num_t v;
+		num_t v = {0, 0};
 
 		if (idx != NULL) {
 			(void)sparse_index(&s, idx, i, &index); /* checked by sparse_count() */
