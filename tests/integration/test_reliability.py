@@ -342,7 +342,12 @@ def test_scale_one_three_one(tmp_path, database, kafka, workers, copysink_bin):
     for m in more:
         m.wait_log(ASSIGNED, timeout=60)
     kafka.wait_group_balanced(group, 3, {(topic, p) for p in range(6)}, timeout=60)
-    assert "] revoked" in first.log_text(), first.log_text()[-3000:]
+    # the group's description can show the new assignment before the first worker's loop has
+    # acted on its revocation and logged it. With librdkafka 2.8.0 (cooperative-sticky) the
+    # first worker's partitions were once reported lost instead (its generation was gone): it
+    # gives them up without its drain, and what it had not committed is read again by their new
+    # owners, which the exactly-once check below covers
+    first.wait_log(r"\] (?:revoked|lost)", timeout=60)
     for m in more:
         assert m.stop() == 0, m.log_text()[-3000:]
     feeder.join()
