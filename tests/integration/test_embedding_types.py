@@ -28,14 +28,13 @@ import re
 import struct
 import subprocess
 import uuid
-from contextlib import closing
 
 import msgpack
-import psycopg2
 import pytest
 
 from conftest import (_admin_execute, _with_dbname, end_offsets, stored_offsets, wait_for,
                       write_config)
+from test_vector import query
 
 HALF_MAX = 65504.0
 
@@ -58,15 +57,6 @@ def pgvector_version(conninfo):
 
 def at_least(version, wanted):
     return version is not None and tuple(map(int, re.findall(r"\d+", version)[:3])) >= wanted
-
-
-def query(conninfo, sql, args=()):
-    """Run one statement in autocommit; its rows, or [] when it returns none."""
-    with closing(psycopg2.connect(conninfo)) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description is not None else []
 
 
 def column_types(conninfo):
