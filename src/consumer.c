@@ -389,8 +389,8 @@ void cs_consumer_revoke(cs_consumer_t *c, cs_rebalance_t *ev)
 /* Where a partition with no stored offset starts: its offset committed to Kafka, else
  * auto.offset.reset's end of the partition (its low or high watermark now).
  * @returns the offset, or RD_KAFKA_OFFSET_INVALID with errstr when the broker did not answer. */
-static int64_t committed_or_reset(cs_consumer_t *c, const cs_consumer_part_t *p, char *errstr,
-				  size_t errstr_size)
+static int64_t committed_or_reset(cs_consumer_t *c, const cs_consumer_part_t *p,
+				  bool *committed, char *errstr, size_t errstr_size)
 {
 	rd_kafka_topic_partition_list_t *list = one(p->topic, p->partition, RD_KAFKA_OFFSET_INVALID);
 	rd_kafka_resp_err_t err = rd_kafka_committed(c->rk, list, COMMITTED_TIMEOUT_MS);
@@ -404,6 +404,7 @@ static int64_t committed_or_reset(cs_consumer_t *c, const cs_consumer_part_t *p,
 			 p->topic, (int)p->partition, rd_kafka_err2str(err));
 		return RD_KAFKA_OFFSET_INVALID;
 	}
+	*committed = offset >= 0;
 	if (offset >= 0)
 		return offset;
 	/* auto.offset.reset resolved here to an absolute offset: a seek to a logical one starts
@@ -424,18 +425,24 @@ static int64_t committed_or_reset(cs_consumer_t *c, const cs_consumer_part_t *p,
 }
 
 cs_err_t cs_consumer_start(cs_consumer_t *c, const char *topic, int32_t partition,
-			   int64_t stored, char *errstr, size_t errstr_size)
+			   int64_t stored, int64_t *at, bool *committed, char *errstr,
+			   size_t errstr_size)
 {
 	cs_consumer_part_t *p = cs_consumer_find(c, topic, partition);
+	bool from_kafka = false;
+	int64_t start = stored;
 
 	if (p == NULL)
 		return CS_OK; /* revoked meanwhile */
-	int64_t at = stored;
-
-	if (at < 0 && (at = committed_or_reset(c, p, errstr, errstr_size)) == RD_KAFKA_OFFSET_INVALID)
+	if (start < 0 && (start = committed_or_reset(c, p, &from_kafka, errstr, errstr_size)) ==
+			     RD_KAFKA_OFFSET_INVALID)
 		return CS_ERR_RETRIABLE;
-	if (seek_part(c, p, at, errstr, errstr_size) != 0)
+	if (seek_part(c, p, start, errstr, errstr_size) != 0)
 		return CS_ERR_RETRIABLE;
+	if (at != NULL)
+		*at = start;
+	if (committed != NULL)
+		*committed = from_kafka;
 	set_stored(c, p, stored);
 	p->ready = true;
 	resume_part(c, p, PAUSE_LOOKUP);

@@ -391,14 +391,17 @@ static cs_err_t read_stored(cs_worker_t *w, const char *topic, int32_t partition
 }
 
 /* Log where an assigned partition starts. */
-static void log_start(const char *topic, int32_t partition, int64_t stored)
+/* at, committed: where a partition with nothing stored starts (cs_consumer_start) */
+static void log_start(const char *topic, int32_t partition, int64_t stored, int64_t at,
+		      bool committed)
 {
 	if (stored >= 0)
 		cs_info("partition \"%s\" [%d] assigned, starting at stored offset %lld", topic,
 			(int)partition, (long long)stored);
 	else
-		cs_info("partition \"%s\" [%d] assigned, no stored offset: starting at the "
-			"committed offset or auto.offset.reset", topic, (int)partition);
+		cs_info("partition \"%s\" [%d] assigned, no stored offset: starting at offset %lld "
+			"(%s)", topic, (int)partition, (long long)at,
+			committed ? "committed to Kafka" : "auto.offset.reset");
 }
 
 /* The in-flight batch was fenced: re-read the stored offsets of its partitions still assigned
@@ -425,8 +428,8 @@ static cs_err_t resync_partitions(lane_t *l)
 			cs_consumer_wait(w->cons, parts[i].topic, parts[i].partition);
 			continue;
 		}
-		if (cs_consumer_start(w->cons, parts[i].topic, parts[i].partition, stored, w->errstr,
-				      sizeof(w->errstr)) != CS_OK) {
+		if (cs_consumer_start(w->cons, parts[i].topic, parts[i].partition, stored, NULL,
+				      NULL, w->errstr, sizeof(w->errstr)) != CS_OK) {
 			cs_warn("%s", w->errstr); /* tried again with the partitions still waiting */
 			cs_consumer_wait(w->cons, parts[i].topic, parts[i].partition);
 		}
@@ -785,7 +788,7 @@ static cs_err_t act_on_assign(cs_worker_t *w, cs_rebalance_t *ev)
 		} else if (rerr == CS_OK) {
 			known[i] = true;
 			p->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_INVALID;
-			log_start(p->topic, p->partition, stored);
+			log_start(p->topic, p->partition, stored, -1, false);
 		} else {
 			reachable = false; /* the rest wait too: one timeout, not one per partition */
 			cs_log_fields(CS_LOG_WARNING, "stored offsets not read: the assigned partitions "
@@ -852,14 +855,17 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 				      "partitions wait, paused", "error", w->errstr, NULL);
 			break;
 		}
-		if (cs_consumer_start(w->cons, topic, partition, stored, w->errstr,
+		int64_t at = -1;
+		bool committed = false;
+
+		if (cs_consumer_start(w->cons, topic, partition, stored, &at, &committed, w->errstr,
 				      sizeof(w->errstr)) != CS_OK) {
 			cs_log_fields(CS_LOG_WARNING, "partition not started: it waits, paused",
 				      "error", w->errstr, NULL);
 			waiting = true; /* Kafka: the other partitions may still start */
 			continue;
 		}
-		log_start(topic, partition, stored);
+		log_start(topic, partition, stored, at, committed);
 	}
 	if (err != CS_OK || waiting) {
 		w->lookup_at_ms = now_ms() + w->lookup_backoff_ms;

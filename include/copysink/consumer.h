@@ -136,12 +136,14 @@ void cs_consumer_revoke(cs_consumer_t *c, cs_rebalance_t *ev);
  * Position topic/partition at its stored offset `stored` after a read of copysink_offsets: an
  * assignment whose lookup failed, or a batch that was fenced. With none stored (-1) it starts
  * at its offset committed to Kafka, else at auto.offset.reset. Seeks, marks it ready, resumes
- * it if this module paused it for the lookup.
+ * it if this module paused it for the lookup. *at (when not NULL) is set to the offset it
+ * starts at, and *committed to whether that offset was the one committed to Kafka.
  * @returns CS_OK; CS_ERR_RETRIABLE with errstr when the seek or the committed offset failed:
  *          the partition keeps waiting, paused (call again later).
  */
 cs_err_t cs_consumer_start(cs_consumer_t *c, const char *topic, int32_t partition,
-			   int64_t stored, char *errstr, size_t errstr_size);
+			   int64_t stored, int64_t *at, bool *committed, char *errstr,
+			   size_t errstr_size);
 
 /* Make topic/partition wait, paused, for cs_consumer_start() (its stored offset must be read
  * again and PostgreSQL does not answer). */

@@ -45,6 +45,9 @@ enum {
 	C_REAL,
 	C_UNREADY,
 	C_START_EARLY,
+	C_FROM_KAFKA,
+	C_EARLIEST,
+	C_LATEST,
 	C_COMMITTED,
 	C_HOLD,
 	C_HOLD_ASSIGN,
@@ -58,11 +61,15 @@ static const struct {
 	const char *group;
 	const char *topic;
 	int nlanes;
+	const char *reset; /* auto.offset.reset, NULL: the default */
 } cons_spec[NCONS] = {
 	[C_FAKE] = {"g-fake", ONE, 1},
 	[C_REAL] = {"g-real", ONE, 1},
 	[C_UNREADY] = {"g-unready", TWO, 2},
 	[C_START_EARLY] = {"g-start-early", ONE, 1},
+	[C_FROM_KAFKA] = {"g-from-kafka", ONE, 1},
+	[C_EARLIEST] = {"g-earliest", ONE, 1, "earliest"},
+	[C_LATEST] = {"g-latest", ONE, 1, "latest"},
 	[C_COMMITTED] = {"g-committed", ONE, 1},
 	[C_HOLD] = {"g-hold", ONE, 1},
 	[C_HOLD_ASSIGN] = {"g-hold-assign", ONE, 1},
@@ -144,15 +151,18 @@ static void commit_offset(const char *bootstrap, const char *group, const char *
 /* Consumer i of the fixture, subscribed to its topic. */
 static cs_consumer_t *consumer_new(fixture_t *f, int i)
 {
-	char bootstrap[300], group[64], topic[64], err[512];
-	char *ov[] = {bootstrap, group, topic};
+	char bootstrap[300], group[64], topic[64], reset[64], err[512];
+	char *ov[] = {bootstrap, group, topic, reset};
 	cs_consumer_t *c;
 
 	snprintf(bootstrap, sizeof(bootstrap), "kafka.bootstrap.servers=%s", f->bootstrap);
 	snprintf(group, sizeof(group), "kafka.group.id=%s", cons_spec[i].group);
 	snprintf(topic, sizeof(topic), "table.patterns.topic=%s", cons_spec[i].topic);
+	snprintf(reset, sizeof(reset), "kafka.auto.offset.reset=%s",
+		 cons_spec[i].reset != NULL ? cons_spec[i].reset : "");
 	cs_config_init(&f->cfg[i]);
-	if (cs_config_load(&f->cfg[i], NULL, NULL, ov, 3, err, sizeof(err)) != 0)
+	if (cs_config_load(&f->cfg[i], NULL, NULL, ov, cons_spec[i].reset != NULL ? 4 : 3, err,
+			   sizeof(err)) != 0)
 		fail_msg("%s", err);
 	c = cs_consumer_new(&f->cfg[i], NULL, cons_spec[i].nlanes, &f->stats[i], err, sizeof(err));
 	if (c == NULL)
@@ -210,6 +220,7 @@ static int setup(void **state)
 	/* librdkafka starts an assigned partition from its committed offset: an absolute one
 	 * means no auto.offset.reset lookup that a later seek could race (see test_start_early) */
 	commit_offset(f.bootstrap, cons_spec[C_UNREADY].group, TWO, 1, 3);
+	commit_offset(f.bootstrap, cons_spec[C_FROM_KAFKA].group, ONE, 0, 7);
 	for (int i = 0; i < NCONS; i++)
 		f.c[i] = consumer_new(&f, i);
 	wait_for_assignments(&f);
@@ -548,7 +559,7 @@ static void test_unready(void **state)
 	assert_int_not_equal(p1->paused, 0);
 	assert_quiet(c);
 
-	assert_int_equal(cs_consumer_start(c, TWO, 1, 12, errstr, sizeof(errstr)), CS_OK);
+	assert_int_equal(cs_consumer_start(c, TWO, 1, 12, NULL, NULL, errstr, sizeof(errstr)), CS_OK);
 	p1 = cs_consumer_find(c, TWO, 1);
 	assert_true(p1->ready);
 	assert_int_equal(p1->paused, 0);
@@ -561,7 +572,7 @@ static void test_unready(void **state)
 		rd_kafka_message_destroy(rkm);
 	}
 	/* start of a partition not assigned: nothing to do */
-	assert_int_equal(cs_consumer_start(c, TWO, 7, 3, errstr, sizeof(errstr)), CS_OK);
+	assert_int_equal(cs_consumer_start(c, TWO, 7, 3, NULL, NULL, errstr, sizeof(errstr)), CS_OK);
 }
 
 /*
@@ -581,12 +592,53 @@ static void test_start_early(void **state)
 	char errstr[512] = "";
 
 	assign(c, (int64_t[]){0}, (bool[]){false});
-	if (cs_consumer_start(c, ONE, 0, 12, errstr, sizeof(errstr)) != CS_OK)
+	if (cs_consumer_start(c, ONE, 0, 12, NULL, NULL, errstr, sizeof(errstr)) != CS_OK)
 		fail_msg("%s", errstr);
 	rkm = wait_message(c, 0);
 	assert_int_equal(rkm->offset, 12);
 	assert_verdict(c, rkm, CS_POS_TAKE, 12);
 	rd_kafka_message_destroy(rkm);
+}
+
+/*
+ * 3c. Nothing stored: a partition starts at the offset committed to Kafka, else at
+ * auto.offset.reset's end of the partition, and says which, as an absolute offset (a seek to a
+ * logical one had librdkafka 2.0.2 look it up twice, 500 ms apart).
+ */
+static void assert_starts(fixture_t *f, int i, int64_t want, bool want_committed)
+{
+	cs_consumer_t *c = f->c[i];
+	int64_t at = -42;
+	bool committed = !want_committed;
+	char errstr[512] = "";
+
+	assign(c, (int64_t[]){0}, (bool[]){false});
+	if (cs_consumer_start(c, ONE, 0, -1, &at, &committed, errstr, sizeof(errstr)) != CS_OK)
+		fail_msg("%s", errstr);
+	assert_int_equal(at, want);
+	assert_int_equal(committed, want_committed);
+	assert_int_equal(cs_consumer_find(c, ONE, 0)->next, want);
+	assert_int_equal(cs_consumer_find(c, ONE, 0)->stored, -1);
+}
+
+static void test_start_nothing_stored(void **state)
+{
+	fixture_t *f = *state;
+	rd_kafka_message_t *rkm;
+
+	assert_starts(f, C_FROM_KAFKA, 7, true);
+	rkm = wait_message(f->c[C_FROM_KAFKA], 0);
+	assert_int_equal(rkm->offset, 7);
+	assert_verdict(f->c[C_FROM_KAFKA], rkm, CS_POS_TAKE, 7);
+	rd_kafka_message_destroy(rkm);
+
+	assert_starts(f, C_EARLIEST, 0, false);
+	rkm = wait_message(f->c[C_EARLIEST], 0);
+	assert_int_equal(rkm->offset, 0);
+	assert_verdict(f->c[C_EARLIEST], rkm, CS_POS_TAKE, 0);
+	rd_kafka_message_destroy(rkm);
+
+	assert_starts(f, C_LATEST, NMSG, false); /* the end: nothing to take */
 }
 
 /* 4. A commit at or below the position leaves it; one above moves it there, and what lies
@@ -608,7 +660,7 @@ static void test_committed(void **state)
 	assert_int_equal(p->stored, 8);
 	assert_false(cs_consumer_committed(c, ONE, 5, 100)); /* not assigned */
 
-	assert_int_equal(cs_consumer_start(c, ONE, 0, 3, errstr, sizeof(errstr)), CS_OK);
+	assert_int_equal(cs_consumer_start(c, ONE, 0, 3, NULL, NULL, errstr, sizeof(errstr)), CS_OK);
 	p = cs_consumer_find(c, ONE, 0);
 	assert_int_equal(p->next, 3);
 	assert_true(cs_consumer_committed(c, ONE, 0, 10));
@@ -770,6 +822,7 @@ int main(void)
 		cmocka_unit_test(test_real_messages),
 		cmocka_unit_test(test_unready),
 		cmocka_unit_test(test_start_early),
+		cmocka_unit_test(test_start_nothing_stored),
 		cmocka_unit_test(test_committed),
 		cmocka_unit_test(test_hold),
 		cmocka_unit_test(test_hold_then_assign),
