@@ -133,6 +133,19 @@ int cs_consumer_lane(cs_consumer_t *c, const char *topic, int32_t partition)
 	return p != NULL ? p->lane : 0;
 }
 
+int cs_consumer_lanes_in_use(const cs_consumer_t *c)
+{
+	int used = 0;
+
+	for (int l = 0; l < c->nlanes; l++)
+		for (int i = 0; i < c->nparts; i++)
+			if (c->parts[i].lane == l) {
+				used++;
+				break;
+			}
+	return used;
+}
+
 /* The lane owning the fewest assigned partitions (the first of them). */
 static int least_loaded_lane(const cs_consumer_t *c)
 {
