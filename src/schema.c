@@ -583,8 +583,16 @@ static int check_column(cs_tablespec_t *spec, cs_table_shape_t *shape, PGresult 
 		return 0;
 	}
 	col = &spec->cols[c];
-	if (!type_fits(col, typname, (unsigned)strtoul(PQgetvalue(res, r, 2), NULL, 10)) ||
-	    (col->type == CS_COL_EMBEDDING && col->enc != CS_ENC_FLOAT4_ARRAY &&
+	/* resolved on a copy: the spec is shared by every writer and by the loop, which encodes
+	 * rows with col->enc while a writer connecting on its own thread checks the catalog
+	 * again (type_fits() starts from the default encoding: an embedding seen in that
+	 * instant was encoded as real[] into a vector column, "vector must have at least 1
+	 * dimension"); the spec is written only when the result differs, i.e. on the first
+	 * check, before anything is encoded */
+	cs_column_t resolved = *col;
+
+	if (!type_fits(&resolved, typname, (unsigned)strtoul(PQgetvalue(res, r, 2), NULL, 10)) ||
+	    (resolved.type == CS_COL_EMBEDDING && resolved.enc != CS_ENC_FLOAT4_ARRAY &&
 	     atoi(PQgetvalue(res, r, 6)) != spec->dim)) {
 		char want[128];
 		expected_type(spec, col, want, sizeof(want));
@@ -599,7 +607,10 @@ static int check_column(cs_tablespec_t *spec, cs_table_shape_t *shape, PGresult 
 			 table, name);
 		return -1;
 	}
-	col->name[CS_MAX_NAME - 1] = '\0';
+	if (col->enc != resolved.enc)
+		col->enc = resolved.enc;
+	if (col->elem_oid != resolved.elem_oid)
+		col->elem_oid = resolved.elem_oid;
 	return 0;
 }
 

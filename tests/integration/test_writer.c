@@ -4,6 +4,7 @@
  *
  * Needs COPYSINK_TEST_PG_CONNINFO (scripts/test.sh sets it); creates and drops its own database.
  */
+#define _DEFAULT_SOURCE /* MAP_ANON */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -600,6 +602,32 @@ static void test_shape_mismatch(void **state)
 	cs_writer_destroy(w);
 }
 
+/* A writer connecting checks the catalog against a spec that the loop and the other writers
+ * share and read meanwhile (the loop encodes rows with its columns' encodings): once the spec
+ * is resolved, connecting again writes nothing to it. A second writer connects over a
+ * read-only copy of the resolved spec; any write to it is a SIGSEGV. */
+static void test_resolved_spec_untouched(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	long page = sysconf(_SC_PAGESIZE);
+	size_t size = (sizeof(spec) + (size_t)page - 1) / (size_t)page * (size_t)page;
+	cs_tablespec_t *ro;
+	char err[512];
+
+	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_OK);
+	ro = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON, -1, 0);
+	assert_true(ro != MAP_FAILED);
+	memcpy(ro, &spec, sizeof(spec));
+	assert_int_equal(mprotect(ro, size, PROT_READ), 0);
+	cs_writer_t *w2 = cs_writer_new(conninfo, ro, 1, "g");
+	assert_non_null(w2);
+	if (cs_writer_connect(w2, err, sizeof(err)) != CS_OK)
+		fail_msg("%s", err);
+	cs_writer_destroy(w2);
+	munmap(ro, size);
+	cs_writer_destroy(w);
+}
+
 /* PostgreSQL unreachable is retriable, with the address in the message. */
 static void test_unreachable(void **state)
 {
@@ -924,6 +952,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_direct_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resolved_spec_untouched, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writers_side_by_side, setup, teardown),
