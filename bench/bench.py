@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 
 import cpu
@@ -40,7 +41,17 @@ import report
 import summarize
 from entries import embedding_pool, make_entries, to_msgpack
 
+# The names bench/peer.py imports from this module (it runs beside it)
+from csrun import peak_rss_kb  # noqa: E402,F401
+from kafkaside import PRODUCER, create_topic, end_offsets, produce, warm_up  # noqa: F401
+from pgside import connect  # noqa: F401
+
 MIN_ROUNDS = 5
+
+
+def embedding_kind(conn):
+    """The table's embedding kind, "vector" or "real[]" (for bench/peer.py)."""
+    return pgside.embedding_kind(conn)[0]
 
 
 def log(*a):
@@ -80,7 +91,8 @@ class Shared:
             self.peer = phases.load_peer()
             if self.peer is not None:
                 log("peer: preparing its classpath")
-                self.peer_classpath = self.peer.prepare(args.peer_cache)
+                cache = args.peer_cache or self.peer.default_cache_dir()
+                self.peer_classpath = self.peer.prepare(cache)
 
     def peer_json_topics(self, kind):
         """The peer's topics (its JSON form of the same rows, which depends on the column's
@@ -140,7 +152,12 @@ def run_server(args, shared, label, conninfo, results, timings):
     for ph in args.phases:
         t1 = time.monotonic()
         log(f"== {key}: phase {ph}")
-        phases.PHASES[ph](s)
+        try:
+            phases.PHASES[ph](s)
+        except Exception as e:  # recorded; the other phases still run, the exit status is 1
+            log(traceback.format_exc())
+            res.setdefault("errors", {})[ph] = f"{type(e).__name__}: {e}"
+            results["run"].setdefault("failed", []).append(f"{key}: {ph}")
         timings[key][ph] = time.monotonic() - t1
         summarize.server(res, overrides(args))
         write_json(args, results)  # what is measured so far survives a later failure
@@ -193,9 +210,9 @@ def parse_args():
                     help="entries of the seed's individual INSERTs (0: none)")
     ap.add_argument("--peer-entries", type=int, default=20_000,
                     help="entries of the peer phase (copysink runs on the same)")
-    ap.add_argument("--peer-cache", default=os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "peer"),
-        help="where bench/peer.py keeps the peer's jars (default: %(default)s)")
+    ap.add_argument("--peer-cache", default=None,
+                    help="where bench/peer.py keeps the peer's jars (default: its own, "
+                         "${COPYSINK_CACHE:-.cache}/debezium)")
     ap.add_argument("--writers-list", default="1,2,3",
                     help="writers of the writers phase (default: %(default)s)")
     ap.add_argument("--latency-rounds", type=int, default=None,
@@ -274,6 +291,9 @@ def main():
     for key, ph in timings.items():
         log(f"  {key}: " + ", ".join(f"{p} {v:.0f}" for p, v in ph.items()))
     log(f"  total: {results['seconds']['total']:.0f}")
+    if results["run"].get("failed"):
+        log("failed phases: " + "; ".join(results["run"]["failed"]))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

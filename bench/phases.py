@@ -206,12 +206,10 @@ def load_peer():
 
 
 def peer_call(mod, variant, **kw):
-    """The peer's run: run() for new keys; for updates the module's update variant
-    (run_update(), else run(..., update=True))."""
-    if variant == "update" and hasattr(mod, "run_update"):
-        return mod.run_update(**kw)
+    """The peer's run: new keys until the table holds n_rows rows; the update variant until
+    n_rows rows hold version 2 (value_prefix "v2 ", what make_entries writes)."""
     if variant == "update":
-        return mod.run(update=True, **kw)
+        kw["value_prefix"] = "v2 "
     return mod.run(**kw)
 
 

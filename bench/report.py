@@ -205,11 +205,17 @@ def cpu(res):
                     "(their Python client is not counted).", ""]
 
 
+def tfmt(t):
+    """Ratios near 1 with two decimals, large ones with one, MB and ms whole."""
+    if t["unit"] == "x":
+        return n2 if (t["required"] or 0) < 5 else n1
+    return n0
+
+
 def targets(res):
     lines = ["### Targets", "", "| target | measured | required | met |", "|---|---:|---:|---|"]
     for t in res.get("targets", []):
-        fmt = n2 if t["unit"] == "x" and (t["required"] or 0) < 5 else \
-            (n1 if t["unit"] == "x" else n0)
+        fmt = tfmt(t)
         req = "–" if t["required"] is None else f"{t['op']} {fmt(t['required'])}"
         note = f" ({t['note']})" if t.get("note") else ""
         lines.append(f"| {t['target']} | {fmt(t['measured'])} | {req} | {met(t['met'])}{note} |")
@@ -236,6 +242,30 @@ def render(results):
                   "", f"{res['copy_bytes_per_row']:.0f} bytes of binary COPY per row.", ""]
         lines += headline(res) + peer(res) + writers(res) + memory(res) + latency(res)
         lines += cpu(res) + targets(res)
+        if res.get("errors"):
+            lines += ["### Phases that failed (their figures are missing above)", ""]
+            lines += [f"- {ph}: {msg}" for ph, msg in res["errors"].items()] + [""]
+    servers = list(results["servers"])
+    if len(servers) > 1:
+        lines += ["## Targets, every server", "",
+                  "| target | required | " + " | ".join(servers) + " |",
+                  "|---|---:|" + "---|" * len(servers)]
+        names = []
+        for res in results["servers"].values():
+            names += [t["target"] for t in res.get("targets", []) if t["target"] not in names]
+        for name in names:
+            cells, req = [], "–"
+            for res in results["servers"].values():
+                t = next((x for x in res.get("targets", []) if x["target"] == name), None)
+                if t is None:
+                    cells.append("–")
+                    continue
+                fmt = tfmt(t)
+                if t["required"] is not None:
+                    req = f"{t['op']} {fmt(t['required'])}"
+                cells.append(f"{fmt(t['measured'])}: {met(t['met'])}")
+            lines.append(f"| {name} | {req} | " + " | ".join(cells) + " |")
+        lines.append("")
     sec = results.get("seconds", {})
     if sec:
         lines += ["## Time per phase (s)", "", "| server | phase | seconds |", "|---|---|---:|"]
