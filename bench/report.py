@@ -185,6 +185,40 @@ def latency(res):
     return lines + [""]
 
 
+def optional(res):
+    """The optional phases: toast, batch, staging."""
+    lines = []
+    t = res.get("toast")
+    if t:
+        lines += [f"### TOAST check: raw COPY of {t['entries']:,} rows with the value longer by "
+                  "0, 60 or 120 words, toast_tuple_target = 8160 (copysink migrate's) against "
+                  f"PostgreSQL's default threshold, {len(t['widths'][0]['rounds'])} paired "
+                  "rounds", "",
+                  "| extra words | bytes per row | toast_tuple_target rows/s | its TOAST MB "
+                  "| default rows/s | default TOAST MB | ratio of medians |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for w in t["widths"]:
+            p = w["rounds"][-1]
+            lines.append(f"| {w['extra_words']} | {n0(p['a']['row_bytes'])} "
+                         f"| {n0(w['a']['median'])} | {n0(p['a']['toast_bytes'] / 1048576)} "
+                         f"| {n0(w['b']['median'])} | {n0(p['b']['toast_bytes'] / 1048576)} "
+                         f"| {n2(w['ratio_of_medians'])} |")
+        lines.append("")
+    b = res.get("batch")
+    if b:
+        lines += ["### Batch size: max_rows alone bounds the batch (max_bytes 256 MB, the "
+                  "consumer's queue as the default max_bytes gives it), new keys", "",
+                  "| max_rows | rows/s median (min–max) | peak RSS MB (max) |", "|---:|---:|---:|"]
+        for x in b:
+            lines.append(f"| {x['max_rows']} | {n0(x['rows_per_s']['median'])} "
+                         f"({n0(x['rows_per_s']['min'])}–{n0(x['rows_per_s']['max'])}) "
+                         f"| {n0(x['peak_rss_kb']['max'] / 1024)} |")
+        lines.append("")
+    if res.get("staging"):
+        lines += [f"### staging = session against transaction: {res['logs']}/staging.md", ""]
+    return lines
+
+
 def cpu(res):
     kinds = res.get("cpu_per_100k")
     if not kinds:
@@ -241,6 +275,7 @@ def render(results):
                   + (f", pgvector {res['pgvector']}" if res.get("pgvector") else ""),
                   "", f"{res['copy_bytes_per_row']:.0f} bytes of binary COPY per row.", ""]
         lines += headline(res) + peer(res) + writers(res) + memory(res) + latency(res)
+        lines += optional(res)
         lines += cpu(res) + targets(res)
         if res.get("errors"):
             lines += ["### Phases that failed (their figures are missing above)", ""]
