@@ -85,14 +85,20 @@ class Shared:
             log(f"producing {len(entries)} entries to {self.topics[key]}")
             res["produce_s"][key] = kafkaside.produce(args.kafka, self.topics[key], entries)
         kafkaside.warm_up(args.kafka, self.topics["new"])
-        self.peer = self.peer_classpath = None
+        # the broker's new segments written back now, not during the first measured run
+        os.sync()
+        self.peer = phases.load_peer() if "peer" in args.phases else None
+        self.peer_cache = args.peer_cache
+        self._classpath = None
         self._json = {}
-        if "peer" in args.phases:
-            self.peer = phases.load_peer()
-            if self.peer is not None:
-                log("peer: preparing its classpath")
-                cache = args.peer_cache or self.peer.default_cache_dir()
-                self.peer_classpath = self.peer.prepare(cache)
+
+    def peer_classpath(self):
+        """The peer's classpath, resolved once (by its first peer phase: a failure there is
+        that phase's)."""
+        if self._classpath is None:
+            log("peer: preparing its classpath")
+            self._classpath = self.peer.prepare(self.peer_cache or self.peer.default_cache_dir())
+        return self._classpath
 
     def peer_json_topics(self, kind):
         """The peer's topics (its JSON form of the same rows, which depends on the column's
@@ -105,6 +111,7 @@ class Shared:
                 kafkaside.create_topic(self.kafka, topics[variant])
                 log(f"peer: producing {self.peer_n} entries as JSON to {topics[variant]}")
                 self.peer.produce_json(self.kafka, topics[variant], entries[:self.peer_n], kind)
+            os.sync()
             self._json[kind] = topics
         return self._json[kind]
 

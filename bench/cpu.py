@@ -84,8 +84,9 @@ class Meter:
         """{"broker": s, "postgres": s}, None where the process was not known or is gone."""
         b1, p1, e1 = self._snap()
         b0, p0, e0 = self.t0
-        return {"broker": None if b0 is None or b1 is None else b1 - b0,
-                "postgres": None if p0 is None or p1 is None else (p1 - p0) - (e1 - e0)}
+        return {"broker": None if b0 is None or b1 is None else round(b1 - b0, 3),
+                "postgres": None if p0 is None or p1 is None else
+                round((p1 - p0) - (e1 - e0), 3)}
 
 
 def per_100k(seconds, rows):

@@ -22,13 +22,14 @@ def embedding_pool(seed):
     return [array.array("f", (rng.uniform(-1, 1) for _ in range(DIM))) for _ in range(POOL)]
 
 
-def make_entries(n, seed, version, pool, extra_words=0):
-    """n memory entries with unique keys; `version` changes every value but not the keys;
-    extra_words lengthens the value (the TOAST check)."""
-    rng = random.Random(seed * 1000 + version)
+def make_entries(n, seed, version, pool, extra_words=0, first=0):
+    """n memory entries with unique keys (entry_<first> on); `version` changes every value but
+    not the keys; extra_words lengthens the value (the TOAST check)."""
+    rng = random.Random((seed * 1000 + version) * 1000003 + first if first else
+                        seed * 1000 + version)
     tail = "".join(f" lorem{i % 97}" for i in range(extra_words))
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         out.append({
             "namespace": f"bench{i % 8}",
             "key": f"entry_{i:08d}",

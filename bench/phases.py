@@ -223,6 +223,7 @@ def peer(s):
         s.res["peer"] = {"measured": False, "reason": PEER_MISSING}
         return
     m = s.shared.peer_n
+    classpath = s.shared.peer_classpath()
     fill = CopyRows(s.shared.new[:m], s.kind)
     json_topics = s.shared.peer_json_topics(s.kind)
     wdir = os.path.join(s.t.out, "peer")
@@ -237,7 +238,7 @@ def peer(s):
             work = os.path.join(wdir, f"{variant}_{rnd}")
             os.makedirs(work, exist_ok=True)
             meter = s.t.meter().start()
-            got = peer_call(mod, variant, classpath=s.shared.peer_classpath,
+            got = peer_call(mod, variant, classpath=classpath,
                             bootstrap=s.t.kafka, pg_conninfo=s.conninfo,
                             topic=json_topics[variant], table=pgside.TABLE, n_rows=m,
                             workdir=work, kind=s.kind)
@@ -289,13 +290,14 @@ def latency(s):
             return
         rate, source = h["a"]["median"] / 2, "half the headline's copysink new-keys median"
     count = int(rate * s.args.latency_seconds)
-    entries = make_entries(count, 99, 5, s.shared.pool)
+    log(f"{s.name}: latency: encoding {count} entries")
     rec_file = tempfile.NamedTemporaryFile("wb", suffix=".rec")
-    for e in entries:
-        key, value = kafka_key(e), to_msgpack(e)
-        rec_file.write(struct.pack("<II", len(key), len(value)) + key + value)
+    for first in range(0, count, 50000):  # in chunks: the entries need not all be in memory
+        for e in make_entries(min(50000, count - first), 99, 5, s.shared.pool, first=first):
+            key, value = kafka_key(e), to_msgpack(e)
+            rec_file.write(struct.pack("<II", len(key), len(value)) + key + value)
     rec_file.flush()
-    del entries
+    os.sync()  # the file's pages written back before any round, not during one
     producer = rate_producer(s.t.bin)
     try:
         r = rounds.single(s.args.latency_rounds,

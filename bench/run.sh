@@ -12,13 +12,14 @@
 #   bench/run.sh --quick --entries 20000 --out /tmp/bench-quick
 #                                      a development run (2 rounds, labelled quick)
 #   bench/run.sh --phases headline,toast,batch,staging   any bench.py option (listed below)
-# Ports: PostgreSQL 15 from 56432, PostgreSQL 16 from 56532, Kafka from 60092 (the next free).
+# Ports: PostgreSQL 15 from 56432, PostgreSQL 16 from 56532, Kafka from 60092 (the next free
+# ones; BENCH_PG15_PORT, BENCH_PG16_PORT, BENCH_KAFKA_PORT start the search elsewhere).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 	echo
 	"$ROOT/scripts/setup.sh" >/dev/null
 	VENV=$("$ROOT/scripts/venv.sh")
@@ -73,17 +74,17 @@ conninfo() { echo "host=127.0.0.1 port=$1 user=postgres dbname=postgres"; }
 
 PG=()
 if [[ ",$SERVERS," == *,pg15,* ]]; then
-	PORT15=$(free_port 56432)
+	PORT15=$(free_port "${BENCH_PG15_PORT:-56432}")
 	# the host's PostgreSQL (Debian 12: 15), whatever COPYSINK_PG_BIN says
 	env -u COPYSINK_PG_BIN "$ROOT/scripts/pg.sh" start "$WORK/pg15" "$PORT15"
 	PG+=(--pg "$(conninfo "$PORT15")")
 fi
 if [[ ",$SERVERS," == *,pg16,* ]]; then
-	PORT16=$(free_port 56532)
+	PORT16=$(free_port "${BENCH_PG16_PORT:-56532}")
 	COPYSINK_PG_BIN=$("$ROOT/scripts/pgserver.sh") "$ROOT/scripts/pg.sh" start "$WORK/pg16" "$PORT16"
 	PG+=(--pg16 "$(conninfo "$PORT16")")
 fi
-KAFKA_PORT=$(free_port 60092)
+KAFKA_PORT=$(free_port "${BENCH_KAFKA_PORT:-60092}")
 "$ROOT/scripts/kafka.sh" start "$WORK/kafka" "$KAFKA_PORT"
 
 "$VENV/bin/python" "$ROOT/bench/bench.py" "${PG[@]}" \

@@ -100,6 +100,20 @@ def _t(name, measured, op, required, unit="", note=""):
 
 
 def targets(res):
+    """The targets of one server; a phase that failed says so in its targets' note."""
+    out = _targets(res)
+    errors = res.get("errors", {})
+    phase_of = (("new keys:", "headline"), ("update:", "headline"), ("copysink (defaults) / the "
+                "seed", "seed"), ("peer,", "peer"), ("writers =", "writers"),
+                ("p99", "latency"))
+    for t in out:
+        for prefix, ph in phase_of:
+            if t["target"].startswith(prefix) and ph in errors and t["measured"] is None:
+                t["note"] = f"phase {ph} failed: {errors[ph]}"
+    return out
+
+
+def _targets(res):
     out = []
     h = res.get("headline")
     if h:
@@ -130,6 +144,8 @@ def targets(res):
     for w in res.get("writers", []):
         out.append(_t(f"writers = {w['writers']}: copysink / {w['writers']} raw COPYs at once",
                       w["ratio_of_medians"], ">=", w["target"], "x"))
+    if not res.get("writers"):
+        out.append(_t("writers = N: copysink / N raw COPYs at once", None, ">=", 0.85, "x"))
     m = res.get("memory")
     out.append(_t("peak RSS (VmHWM) at the defaults, MB", m["peak_mb"] if m else None, "<=",
                   m["cap_mb"] if m else None, "MB",
