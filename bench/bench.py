@@ -200,7 +200,9 @@ def parse_args():
     ap.add_argument("--kafka-pid-file", help="the broker's pid file (scripts/kafka.sh's "
                     "DIR/kafka.pid), for its CPU; without it the broker's CPU is not measured")
     ap.add_argument("--bin", help="the copysink binary (copysink_rate_producer beside it)")
-    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--out", default=None,
+                    help="where results.json, results.md and the logs go (default: "
+                         "bench/results, with --quick bench/results-quick, which git ignores)")
     ap.add_argument("--phases", default=",".join(phases.DEFAULT_PHASES),
                     help="comma-separated, in this order: " + ",".join(phases.PHASES) +
                          " (default: %(default)s)")
@@ -255,6 +257,9 @@ def parse_args():
             ap.error(f"--{name.replace('_', '-')} {v}: at least {MIN_ROUNDS} (or --quick)")
         elif v < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.out is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        args.out = os.path.join(here, "results-quick" if args.quick else "results")
     if args.latency_seconds is None:
         args.latency_seconds = 5 if args.quick else 20
     return ap, args

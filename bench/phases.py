@@ -407,7 +407,7 @@ def toast(s):
     table with PostgreSQL's default TOAST threshold (B) and with copysink migrate's
     toast_tuple_target (A), paired rounds; rows/s, bytes per row and TOAST size."""
     n = min(s.args.toast_entries, s.n)
-    comps, sizes = [], {}
+    comps = []
     for words in (0, 60, 120):
         rows = CopyRows(make_entries(n, 7, 1, s.shared.pool, extra_words=words), s.kind)
 

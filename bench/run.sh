@@ -4,12 +4,13 @@
 #   starts PostgreSQL 15 (the host's, embedding real[]), PostgreSQL 16 with pgvector 0.6.2
 #   (scripts/pgserver.sh, embedding vector(384)) and one Kafka broker of its own, runs
 #   bench/bench.py on both servers and stops everything. Results: bench/results/
-#   (results.json, results.md, the workers' logs in logs/<server>/).
+#   (results.json, results.md, the workers' logs in logs/<server>/; with --quick in
+#   bench/results-quick/, which git ignores; --out DIR elsewhere).
 #
 #   bench/run.sh                       the full run: 200,000 entries, 5 paired rounds, phases
 #                                      headline,writers,seed,peer,latency on each server
 #   bench/run.sh --servers pg16        only PostgreSQL 16 + pgvector (pg15, pg16 or both)
-#   bench/run.sh --quick --entries 20000 --out /tmp/bench-quick
+#   bench/run.sh --quick --entries 20000
 #                                      a development run (2 rounds, labelled quick)
 #   bench/run.sh --phases headline,toast,batch,staging   any bench.py option (listed below)
 # Ports: PostgreSQL 15 from 56432, PostgreSQL 16 from 56532, Kafka from 60092 (the next free
@@ -19,7 +20,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 	echo
 	"$ROOT/scripts/setup.sh" >/dev/null
 	VENV=$("$ROOT/scripts/venv.sh")
@@ -89,4 +90,4 @@ KAFKA_PORT=$(free_port "${BENCH_KAFKA_PORT:-60092}")
 
 "$VENV/bin/python" "$ROOT/bench/bench.py" "${PG[@]}" \
 	--kafka "127.0.0.1:$KAFKA_PORT" --kafka-pid-file "$WORK/kafka/kafka.pid" \
-	--bin "$ROOT/build-bench/copysink" --out "$ROOT/bench/results" "${ARGS[@]}"
+	--bin "$ROOT/build-bench/copysink" "${ARGS[@]}"
