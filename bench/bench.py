@@ -74,7 +74,13 @@ class Shared:
         self.peer_n = min(args.peer_entries, n)
         self.topics = {"new": f"{self.run_id}.new", "upd": f"{self.run_id}.upd"}
         wanted = [("new", self.new), ("upd", self.upd)]
+        self.peer = self.peer_error = None
         if "peer" in args.phases:
+            try:
+                self.peer = phases.load_peer()
+            except Exception as e:  # bench/peer.py is there but fails: the peer phase's error
+                self.peer_error = e
+        if self.peer is not None:
             self.topics.update(peer_new=f"{self.run_id}.peer-new",
                                peer_upd=f"{self.run_id}.peer-upd")
             wanted += [("peer_new", self.new[:self.peer_n]),
@@ -87,7 +93,6 @@ class Shared:
         kafkaside.warm_up(args.kafka, self.topics["new"])
         # the broker's new segments written back now, not during the first measured run
         os.sync()
-        self.peer = phases.load_peer() if "peer" in args.phases else None
         self.peer_cache = args.peer_cache
         self._classpath = None
         self._json = {}

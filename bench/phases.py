@@ -218,6 +218,8 @@ def peer(s):
     same first --peer-entries entries, into the same table from the same state: new keys into
     the empty table, and every key existing (version 1 refilled) with its value changed."""
     mod = s.shared.peer
+    if s.shared.peer_error is not None:
+        raise RuntimeError(f"bench/peer.py could not be imported: {s.shared.peer_error!r}")
     if mod is None:
         log(PEER_MISSING)
         s.res["peer"] = {"measured": False, "reason": PEER_MISSING}
