@@ -982,6 +982,13 @@ const cs_tablespec_t *cs_config_table_for_topic(const cs_config_t *cfg, const ch
 	return NULL;
 }
 
+int cs_config_writers(const cs_config_t *cfg)
+{
+	if (cfg->pg_writers == NULL || strcmp(cfg->pg_writers, "auto") == 0)
+		return 0;
+	return atoi(cfg->pg_writers); /* checked at load: 1 .. CS_WRITERS_MAX */
+}
+
 const char *cs_config_dlq_topic(const cs_config_t *cfg, const cs_tablespec_t *spec, char *buf,
 				size_t size)
 {

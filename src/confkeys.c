@@ -14,6 +14,7 @@ static const char *check_topic(const char *value);
 static const char *check_topic_or_empty(const char *value);
 static const char *check_listen(const char *value);
 static const char *check_not_empty(const char *value);
+static const char *check_writers(const char *value);
 
 
 /* The worker's own keys. This table drives parsing, the environment, --help and printing. */
@@ -30,9 +31,10 @@ const keydef_t cs_conf_keys[] = {
 	 FIELD(pg_staging),
 	 "staging tables per connection, or per transaction (ON COMMIT DROP) for poolers in "
 	 "transaction mode"},
-	{"postgres", "writers", KT_INT, "1", 1, 16, NULL, NULL, FIELD(pg_writers),
-	 "connections writing at once, each owning a share of the partitions and its own "
-	 "batches (max_bytes is shared among them)"},
+	{"postgres", "writers", KT_STRING, "auto", 0, 0, NULL, check_writers, FIELD(pg_writers),
+	 "connections writing at once (1 .. 16), each owning a share of the partitions and its "
+	 "own batches (max_bytes is shared among them); auto = one per assigned partition, "
+	 "up to 4"},
 	{"batch", "max_rows", KT_INT, "10000", 1, 10000000, NULL, NULL, FIELD(batch_max_rows),
 	 "write the batch once it holds this many entries"},
 	{"batch", "max_bytes", KT_INT, "33554432", 1048576, 2147483648, NULL, NULL,
@@ -143,6 +145,22 @@ const char *cs_conf_check_identifier(const char *value)
 {
 	return cs_conf_is_identifier(value) ? NULL : "expected an identifier ([A-Za-z_][A-Za-z0-9_]*, "
 					     "at most 63 bytes)";
+}
+
+/* "auto" or a whole number of writers from 1 to 16 */
+static const char *check_writers(const char *value)
+{
+	char *end;
+	long n;
+
+	if (strcmp(value, "auto") == 0)
+		return NULL;
+	errno = 0;
+	n = strtol(value, &end, 10);
+	if (end == value || *end != '\0' || errno != 0 || !isdigit((unsigned char)value[0]) ||
+	    n < 1 || n > CS_WRITERS_MAX)
+		return "expected auto or a number of writers from 1 to 16";
+	return NULL;
 }
 
 /* "" (off) or host:port with a port from 1 to 65535. */

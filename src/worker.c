@@ -70,7 +70,9 @@ struct cs_worker {
 	cs_decoder_t *dec;
 	lane_t *lanes;
 	int nlanes;
-	int64_t lane_max_bytes; /* [batch] max_bytes shared among the lanes */
+	bool auto_lanes;
+	bool key_order;         /* more than one lane owns partitions: see share_bytes() */        /* writers = auto: lanes past the first connect when first used */
+	int64_t lane_max_bytes; /* [batch] max_bytes shared among the lanes owning partitions */
 	bool fatal;           /* the loop must stop with w->errstr */
 	bool rebalancing;     /* inside act_on_rebalances() */
 	bool slow_hold;       /* partitions held while a slow write is waited for */
@@ -92,6 +94,7 @@ static cs_err_t settle(lane_t *l, int64_t deadline);
 static cs_err_t settle_all(cs_worker_t *w, int64_t deadline);
 static cs_err_t drain(cs_worker_t *w, int64_t deadline);
 static cs_err_t act_on_rebalances(cs_worker_t *w, bool settling);
+static void share_bytes(cs_worker_t *w);
 static cs_err_t wait_polling(cs_worker_t *w, int64_t ms);
 
 /* Monotonic milliseconds. */
@@ -574,6 +577,7 @@ static cs_err_t submit(lane_t *l)
 	l->fill_tally = tally;
 	cs_dlq_tally_reset(l->fill_tally);
 	l->inflight_bytes = cs_batch_bytes(l->inflight);
+	cs_writer_set_key_order(l->writer, w->key_order); /* its thread is idle: no batch */
 #ifdef COPYSINK_TEST_HOOKS
 	if (w->stall_before_write_ms > 0) {
 		/* tests: the loop stalls (no poll) holding a batch, long enough to be thrown out of
@@ -802,6 +806,22 @@ static cs_err_t act_on_assign(cs_worker_t *w, cs_rebalance_t *ev)
 	return err;
 }
 
+/* max_bytes shared among the lanes that own partitions now, at least 1 MiB each: one
+ * partition alone gets whole batches however many lanes there are, and the memory bound
+ * (3 x max_bytes + 32 MB) holds with any number (a lane that lost its partitions writes
+ * what it holds, within its older share). With several lanes in use, rows are merged in key
+ * order: two transactions that meet the same keys then wait for each other instead of
+ * deadlocking (a lane's writer takes the setting with its next batch). */
+static void share_bytes(cs_worker_t *w)
+{
+	int used = cs_consumer_lanes_in_use(w->cons);
+
+	w->lane_max_bytes = w->cfg->batch_max_bytes / (used > 1 ? used : 1);
+	if (w->lane_max_bytes < 1048576)
+		w->lane_max_bytes = 1048576;
+	w->key_order = used > 1;
+}
+
 /* Act on the rebalances recorded since the last turn, in order. While `settling` (a write
  * waits for its retry), revoked partitions are let go without writing first. */
 static cs_err_t act_on_rebalances(cs_worker_t *w, bool settling)
@@ -823,6 +843,7 @@ static cs_err_t act_on_rebalances(cs_worker_t *w, bool settling)
 			err = act_on_assign(w, ev);
 		else
 			act_on_revoke(w, ev, settling);
+		share_bytes(w);
 	}
 	w->rebalancing = false;
 	return err;
@@ -1214,19 +1235,19 @@ static cs_err_t lane_init(cs_worker_t *w, int i, const cs_decode_limits_t *limit
 		snprintf(errstr, errstr_size, "out of memory");
 		return CS_ERR_FATAL;
 	}
-	/* auto: twice a batch's COPY bytes (staging rows are a little larger), at most 1 GB */
+	/* -1: twice a batch's COPY bytes at most (staging rows are a little larger), at most
+	 * 1 GB; a lane alone in use takes the whole of max_bytes */
 	cs_writer_set_temp_buffers(l->writer, cfg->pg_temp_buffers_mb >= 0
 						      ? cfg->pg_temp_buffers_mb * 1024
-					      : 2 * w->lane_max_bytes > 1073741824
+					      : 2 * cfg->batch_max_bytes > 1073741824
 						      ? 1048576
-						      : 2 * w->lane_max_bytes / 1024);
+						      : 2 * cfg->batch_max_bytes / 1024);
 	cs_writer_set_staging(l->writer, staging_of(cfg));
 	cs_writer_set_direct(l->writer, cfg->pg_direct_copy == NULL ||
 						strcmp(cfg->pg_direct_copy, "off") != 0);
-	/* with several lanes, rows are merged in key order: two transactions that meet the same
-	 * keys then wait for each other instead of deadlocking */
-	cs_writer_set_key_order(l->writer, w->nlanes > 1);
-	if (connect_at_start(w, l->writer, errstr, errstr_size) != CS_OK)
+	/* writers = auto: only the first lane connects now, the others with their first batch
+	 * (one connection per partition in use, not per possible lane) */
+	if ((i == 0 || !w->auto_lanes) && connect_at_start(w, l->writer, errstr, errstr_size) != CS_OK)
 		return CS_ERR_FATAL;
 	l->wt = cs_wthread_new(l->writer, reject_row, l);
 	if (l->wt == NULL) {
@@ -1279,7 +1300,10 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 	cs_decode_limits_default(&limits);
 	limits.max_message_bytes = (size_t)cfg->max_message_bytes;
 	w->dec = cs_decoder_new(&limits);
-	w->nlanes = cfg->pg_writers > 1 ? (int)cfg->pg_writers : 1;
+	w->nlanes = cs_config_writers(cfg);
+	w->auto_lanes = w->nlanes == 0;
+	if (w->auto_lanes) /* lanes for up to CS_WRITERS_AUTO_MAX partitions, connected in use */
+		w->nlanes = CS_WRITERS_AUTO_MAX;
 	w->lanes = calloc((size_t)w->nlanes, sizeof(*w->lanes));
 	w->ctl = cs_writer_new(cfg->pg_conninfo ? cfg->pg_conninfo : "", cfg->tables, cfg->ntables,
 			       replay != NULL ? "" : group);
@@ -1288,11 +1312,7 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 		goto fail;
 	}
 	cs_writer_set_staging(w->ctl, staging_of(cfg));
-	/* the memory cap (3 x max_bytes + 32 MB) holds whatever the number of lanes: they share
-	 * max_bytes (at least 1 MiB each) */
-	w->lane_max_bytes = cfg->batch_max_bytes / w->nlanes;
-	if (w->lane_max_bytes < 1048576)
-		w->lane_max_bytes = 1048576;
+	w->lane_max_bytes = cfg->batch_max_bytes; /* share_bytes() once partitions are assigned */
 	w->write_when_idle = cfg->batch_write_when_idle == NULL ||
 			     strcmp(cfg->batch_write_when_idle, "off") != 0;
 	*err = connect_at_start(w, w->ctl, errstr, errstr_size);
@@ -1317,6 +1337,7 @@ cs_worker_t *cs_worker_new(cs_config_t *cfg, cs_stats_shared_t *shared,
 			snprintf(errstr, errstr_size, "out of memory");
 			goto fail;
 		}
+		share_bytes(w);
 	}
 	w->health_at_ms = now_ms();
 	*err = CS_OK;

@@ -41,7 +41,7 @@ typedef struct cs_config {
 	char *pg_create_extension; /* owned; "off" (default) or "on": migrate may create pgvector */
 	char *pg_direct_copy; /* owned; "on" (default) or "off": see cs_writer_set_direct() */
 	int64_t pg_temp_buffers_mb; /* 0 (default) = the server's; -1 = 2 x batch_max_bytes */
-	int64_t pg_writers; /* default 1: writer connections, each with a share of the partitions */
+	char *pg_writers; /* "auto" (default) or 1..CS_WRITERS_MAX: see cs_config_writers() */
 	char *pg_staging; /* owned; "session" (default) or "transaction": cs_writer_set_staging() */
 
 	/* [batch] */
@@ -73,6 +73,12 @@ typedef struct cs_config {
 
 /* Fill `cfg` with the defaults and no tables. */
 void cs_config_init(cs_config_t *cfg);
+
+#define CS_WRITERS_MAX 16     /* [postgres] writers */
+#define CS_WRITERS_AUTO_MAX 4 /* writers = auto: one per assigned partition, up to this */
+
+/* [postgres] writers as a number: N, or 0 for auto. */
+int cs_config_writers(const cs_config_t *cfg);
 
 /* Release everything `cfg` owns; it is back to the state after cs_config_init(). */
 void cs_config_cleanup(cs_config_t *cfg);

@@ -113,6 +113,9 @@ cs_consumer_part_t *cs_consumer_parts(cs_consumer_t *c, int *nparts);
 /* The lane of topic/partition (0 when not assigned). */
 int cs_consumer_lane(cs_consumer_t *c, const char *topic, int32_t partition);
 
+/* How many lanes own at least one assigned partition. */
+int cs_consumer_lanes_in_use(const cs_consumer_t *c);
+
 /* The oldest rebalance not yet acted on, or NULL. It stays first until cs_consumer_assign() or
  * cs_consumer_revoke() takes it. */
 cs_rebalance_t *cs_consumer_event(cs_consumer_t *c);

@@ -15,7 +15,8 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from conftest import wait_for, write_config
+from conftest import (assert_events_exactly_once, end_offsets, events_config, produce_events,
+                      stored_offsets, wait_for, write_config)
 from entries import (KEYS, assert_table_equals, encode, expected_rows, invalid_messages,
                      kafka_key, key_of, make_entry, table_contents)
 
@@ -155,9 +156,10 @@ def expected_dead_letters(messages):
     return sorted(out)
 
 
-@pytest.mark.parametrize("writers", [1, 3])
+@pytest.mark.parametrize("writers", [1, 3, "auto"])
 def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin, writers):
-    """writers = 3: each of a table's three partitions has its own writer connection."""
+    """writers = 3: each of a table's three partitions has its own writer connection; auto
+    (nine partitions): four writers."""
     rng = random.Random(20261123)
     topics = {t: kafka.topic(t.replace("_", ".")) for t in COUNTS}
     kafka.create_topics({**{t: PARTITIONS for t in topics.values()},
@@ -185,9 +187,9 @@ def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin, writers):
     ends = all_end_offsets(kafka, topics)
     w = run_until_caught_up(workers, config, database, group, ends, "first")
     assert "batch committed" in w.log_text()
-    if writers > 1:  # every writer wrote batches
+    if writers != 1:  # every writer wrote batches
         lanes = set(re.findall(r'msg="batch committed" .* writer=(\d+)', w.log_text()))
-        assert lanes == {str(i) for i in range(writers)}, lanes
+        assert lanes == {str(i) for i in range(4 if writers == "auto" else writers)}, lanes
 
     for table in COUNTS:
         assert_table_equals(database, table, expected[table])
@@ -230,6 +232,86 @@ def test_end_to_end(tmp_path, database, kafka, workers, copysink_bin, writers):
                 {c: v for c, v in old.items() if c not in MOVING}, (table, key)
             if MODES[table] == "skip" or versions[(table, key)] == 1:
                 assert all(row[c] == old[c] for c in MOVING), (table, key)
+
+
+def worker_backends(conninfo):
+    """The worker's PostgreSQL connections: every backend of the test database but ours."""
+    with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        return cur.fetchone()[0]
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 6])
+def test_writers_auto(tmp_path, database, kafka, workers, copysink_bin, partitions):
+    """The default, writers = auto: one writer per assigned partition, up to four, each with
+    its own connection (the loop has one more); the others never connect. Every entry lands
+    exactly once, and each writer in use wrote batches."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: partitions})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 200})
+    import subprocess
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+    w = workers(config).start()
+    ids = list(range(3000))
+    produce_events(kafka, topic, ids)
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 90,
+             "everything stored")
+    assert w.alive(), w.log_text()[-3000:]
+    used = min(partitions, 4)
+    assert worker_backends(database) == used + 1
+    lanes = set(re.findall(r'msg="batch committed" .* writer=(\d+)', w.log_text()))
+    assert lanes == {str(i) for i in range(used)}, lanes
+    assert w.stop() == 0, w.log_text()[-3000:]
+    assert_events_exactly_once(database, ids)
+
+
+def test_transactional_producer(tmp_path, database, kafka, workers, copysink_bin):
+    """Entries from a transactional producer (read_committed, the default): every committed
+    entry lands exactly once, an aborted transaction's entries never, and the commit markers
+    (one offset each, never delivered) are not taken for jumps: no seek back, no warning."""
+    from confluent_kafka import Producer
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 2})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 500})
+    import subprocess
+    subprocess.run([copysink_bin, "migrate", "-c", config], check=True)
+    p = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": "tx-" + topic,
+                  "linger.ms": 5})
+    p.init_transactions(30)
+    committed, aborted = [], []
+    for t in range(40):
+        ids = list(range(t * 50, t * 50 + 50))
+        p.begin_transaction()
+        for i in ids:
+            p.produce(topic, key=msgpack.packb([i]), value=msgpack.packb(
+                {"id": i, "producer": "p", "payload": {"n": i, "s": f"event {i}"}}))
+        if t == 17:
+            p.flush(30)
+            p.abort_transaction(30)
+            aborted += ids
+        else:
+            p.commit_transaction(30)
+            committed += ids
+    w = workers(config).start()
+    ends = end_offsets(kafka, topic)
+    # the last commit marker of each partition is never delivered: stored stops one short
+    wait_for(lambda: {k: v + 1 for k, v in stored_offsets(database, group).items()} == ends
+             or not w.alive(), 90, "every committed entry stored")
+    assert w.alive(), w.log_text()[-3000:]
+    assert w.stop() == 0, w.log_text()[-3000:]
+    assert_events_exactly_once(database, committed)
+    log = w.log_text()
+    jumps = re.findall(r'jumped from offset (\d+) to (\d+)', log)
+    # the aborted transaction (its entries and marker) is one gap of more than one offset per
+    # partition: sought back once each; a commit marker never is
+    assert all(int(b) - int(a) > 1 for a, b in jumps), jumps
+    assert len(jumps) <= 2, jumps
 
 
 def test_writers_contend_for_the_same_keys(tmp_path, database, kafka, workers, copysink_bin):

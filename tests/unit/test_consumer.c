@@ -48,6 +48,7 @@ enum {
 	C_FROM_KAFKA,
 	C_EARLIEST,
 	C_LATEST,
+	C_UNCOMMITTED,
 	C_COMMITTED,
 	C_HOLD,
 	C_HOLD_ASSIGN,
@@ -61,15 +62,16 @@ static const struct {
 	const char *group;
 	const char *topic;
 	int nlanes;
-	const char *reset; /* auto.offset.reset, NULL: the default */
+	const char *extra; /* one more setting (kafka.KEY=VALUE), or NULL */
 } cons_spec[NCONS] = {
 	[C_FAKE] = {"g-fake", ONE, 1},
 	[C_REAL] = {"g-real", ONE, 1},
 	[C_UNREADY] = {"g-unready", TWO, 2},
 	[C_START_EARLY] = {"g-start-early", ONE, 1},
 	[C_FROM_KAFKA] = {"g-from-kafka", ONE, 1},
-	[C_EARLIEST] = {"g-earliest", ONE, 1, "earliest"},
-	[C_LATEST] = {"g-latest", ONE, 1, "latest"},
+	[C_EARLIEST] = {"g-earliest", ONE, 1, "kafka.auto.offset.reset=earliest"},
+	[C_LATEST] = {"g-latest", ONE, 1, "kafka.auto.offset.reset=latest"},
+	[C_UNCOMMITTED] = {"g-uncommitted", ONE, 1, "kafka.isolation.level=read_uncommitted"},
 	[C_COMMITTED] = {"g-committed", ONE, 1},
 	[C_HOLD] = {"g-hold", ONE, 1},
 	[C_HOLD_ASSIGN] = {"g-hold-assign", ONE, 1},
@@ -151,17 +153,16 @@ static void commit_offset(const char *bootstrap, const char *group, const char *
 /* Consumer i of the fixture, subscribed to its topic. */
 static cs_consumer_t *consumer_new(fixture_t *f, int i)
 {
-	char bootstrap[300], group[64], topic[64], reset[64], err[512];
-	char *ov[] = {bootstrap, group, topic, reset};
+	char bootstrap[300], group[64], topic[64], extra[128], err[512];
+	char *ov[] = {bootstrap, group, topic, extra};
 	cs_consumer_t *c;
 
 	snprintf(bootstrap, sizeof(bootstrap), "kafka.bootstrap.servers=%s", f->bootstrap);
 	snprintf(group, sizeof(group), "kafka.group.id=%s", cons_spec[i].group);
 	snprintf(topic, sizeof(topic), "table.patterns.topic=%s", cons_spec[i].topic);
-	snprintf(reset, sizeof(reset), "kafka.auto.offset.reset=%s",
-		 cons_spec[i].reset != NULL ? cons_spec[i].reset : "");
+	snprintf(extra, sizeof(extra), "%s", cons_spec[i].extra != NULL ? cons_spec[i].extra : "");
 	cs_config_init(&f->cfg[i]);
-	if (cs_config_load(&f->cfg[i], NULL, NULL, ov, cons_spec[i].reset != NULL ? 4 : 3, err,
+	if (cs_config_load(&f->cfg[i], NULL, NULL, ov, cons_spec[i].extra != NULL ? 4 : 3, err,
 			   sizeof(err)) != 0)
 		fail_msg("%s", err);
 	c = cs_consumer_new(&f->cfg[i], NULL, cons_spec[i].nlanes, &f->stats[i], err, sizeof(err));
@@ -457,6 +458,10 @@ static void test_positions(void **state)
 		{9, CS_POS_GAP, 0, 7, 1, 1},  /* sought back to 7 */
 		{9, CS_POS_TAKE, 7, 10, 1, 1}, /* still there after the seek: a gap in the log */
 		{10, CS_POS_TAKE, 10, 11, 1, 1},
+		/* read_committed (the default): one offset missing is a transaction's marker, taken
+		 * with the batch covering it, no seek */
+		{12, CS_POS_TAKE, 11, 13, 1, 1},
+		{13, CS_POS_TAKE, 13, 14, 1, 1},
 	};
 	fixture_t *f = *state;
 	cs_consumer_t *c = f->c[C_FAKE];
@@ -489,6 +494,25 @@ static void test_positions(void **state)
 		rd_kafka_message_t m = fake(rkt, 3, 0);
 		assert_verdict(c, &m, CS_POS_UNKNOWN, 0);
 	}
+}
+
+/* 2c. read_uncommitted: no transaction markers are skipped, so one offset missing is a jump
+ * like any other, sought back. */
+static void test_gap_uncommitted(void **state)
+{
+	fixture_t *f = *state;
+	cs_consumer_t *c = f->c[C_UNCOMMITTED];
+	cs_stats_t *stats = &f->stats[C_UNCOMMITTED];
+	rd_kafka_topic_t *rkt = topic_of(f, C_UNCOMMITTED);
+	rd_kafka_message_t m5, m7;
+
+	assign(c, (int64_t[]){5}, (bool[]){true});
+	m5 = fake(rkt, 0, 5);
+	assert_verdict(c, &m5, CS_POS_TAKE, 5);
+	m7 = fake(rkt, 0, 7);
+	assert_verdict(c, &m7, CS_POS_GAP, 0);
+	assert_int_equal(stats->position_rewinds, 1);
+	assert_int_equal(cs_consumer_find(c, ONE, 0)->next, 6);
 }
 
 /* 2b. Real messages after an assignment at offset 5: 5 first, then each in order. */
@@ -819,6 +843,7 @@ int main(void)
 		cmocka_unit_test(test_default_strategy),
 		cmocka_unit_test(test_fetch_backoff),
 		cmocka_unit_test(test_positions),
+		cmocka_unit_test(test_gap_uncommitted),
 		cmocka_unit_test(test_real_messages),
 		cmocka_unit_test(test_unready),
 		cmocka_unit_test(test_start_early),
