@@ -51,11 +51,20 @@ class Server:
 # ---------------------------------------------------------------- the two sides
 
 
+def dead_letters(s, log_name):
+    """How many entries the worker's log reports dead-lettered (none in a clean run)."""
+    try:
+        with open(os.path.join(s.t.out, log_name), errors="replace") as f:
+            return sum(1 for line in f if 'msg="entry dead-lettered"' in line)
+    except OSError:
+        return 0
+
+
 def copysink_new(s, topic, n, log_name, settings=None):
     """copysink into the empty table (new keys)."""
     pgside.set_empty(s.conn)
     rec = csrun.run(s.t, topic, log_name, settings)
-    s.check(n, 1, f"copysink ({log_name})")
+    s.check(n, 1, f"copysink ({log_name}, {dead_letters(s, log_name)} dead-lettered)")
     return rec
 
 
@@ -63,7 +72,7 @@ def copysink_update(s, topic, n, fill, log_name, settings=None):
     """copysink into the table holding version 1 (every key exists, every value changes)."""
     pgside.set_filled(s.conn, fill)
     rec = csrun.run(s.t, topic, log_name, settings)
-    s.check(n, 2, f"copysink ({log_name})")
+    s.check(n, 2, f"copysink ({log_name}, {dead_letters(s, log_name)} dead-lettered)")
     return rec
 
 
