@@ -313,10 +313,10 @@ static int add_conflict(char *buf, size_t *len, const cs_tablespec_t *spec,
 				 : 0;
 }
 
-/* INSERT INTO target SELECT ... FROM stage WHERE `filter` [ORDER BY key] ON CONFLICT ... */
+/* INSERT INTO target SELECT ... FROM stage WHERE `filter` ON CONFLICT ... (with key order
+ * on, the rows were COPYed into the staging table sorted by key: sort_by_key()) */
 static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_shape_t *shape,
-		       const char *stage, const char *target, const char *filter, bool force,
-		       bool key_order)
+		       const char *stage, const char *target, const char *filter, bool force)
 {
 	size_t len = 0;
 	const char *source = shape->has_source ? ", " SOURCE_COLS : "";
@@ -326,9 +326,6 @@ static int build_merge(char *buf, const cs_tablespec_t *spec, const cs_table_sha
 			       add(buf, &len, "%s) SELECT ", source) != 0 ||
 			       add_columns(buf, &len, spec, "", false) != 0 ||
 			       add(buf, &len, "%s FROM %s WHERE %s", source, stage, filter) != 0 ||
-			       (key_order && spec->on_conflict != CS_CONFLICT_NONE &&
-				(add(buf, &len, " ORDER BY ") != 0 ||
-				 add_columns(buf, &len, spec, "", true) != 0)) ||
 			       add_conflict(buf, &len, spec, shape, force) != 0
 		       ? -1
 		       : 0;
@@ -419,10 +416,10 @@ static int build_sql(cs_writer_t *w, int t, const cs_table_shape_t *shape)
 		return -1;
 	if (build_merge(s->merge, spec, shape, stage, target,
 			split ? "copysink_op < 2 AND NOT copysink_collapsed" : "copysink_op < 2",
-			false, w->key_order) != 0)
+			false) != 0)
 		return -1;
 	if (split && build_merge(s->merge_force, spec, shape, stage, target,
-				 "copysink_op < 2 AND copysink_collapsed", true, w->key_order) != 0)
+				 "copysink_op < 2 AND copysink_collapsed", true) != 0)
 		return -1;
 	return 0;
 }
@@ -818,6 +815,44 @@ static cs_err_t copy_merge(cs_writer_t *w, cs_batch_t *b, int t, const size_t *i
 	return err;
 }
 
+/* A row's key bytes, for sort_by_key(). */
+typedef struct keyed {
+	const unsigned char *key;
+	size_t len, row;
+} keyed_t;
+
+static int keyed_cmp(const void *a, const void *b)
+{
+	const keyed_t *x = a, *y = b;
+	int c = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+
+	return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Sort idx[0..n) by the rows' canonical key bytes. Writers that merge the same keys at once
+ * (entries of one key in partitions of two writers) then lock them in one order and wait for
+ * each other instead of deadlocking: the merge reads the staging table in the order the rows
+ * were COPYed. Sorting here replaced an ORDER BY in the merge, which cost 16-20 % of the
+ * update path (its sort of ~12 MB spilled out of work_mem; bench/results/sql_variants*.md:
+ * rows COPYed in key order without ORDER BY, 0.97-0.99 of no order at all).
+ * @returns 0, or -1 when out of memory. */
+static int sort_by_key(cs_batch_t *b, int t, size_t *idx, size_t n)
+{
+	const cs_batch_table_t *tab = cs_batch_table(b, t);
+	const unsigned char *keys = (const unsigned char *)cs_batch_keys(b)->data;
+	keyed_t *k = malloc(n * sizeof(*k));
+
+	if (k == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		k[i] = (keyed_t){keys + tab->rows[idx[i]].key_off, tab->rows[idx[i]].key_len, idx[i]};
+	qsort(k, n, sizeof(*k), keyed_cmp);
+	for (size_t i = 0; i < n; i++)
+		idx[i] = k[i].row;
+	free(k);
+	return 0;
+}
+
 /* Try the direct path for the rows idx[0..n) of table t, inside the table's savepoint:
  * @returns CS_OK when they were written (*done set), CS_OK with *done false when the staging
  * path must write them (not tried, or rolled back after a data error), or an infrastructure
@@ -929,6 +964,9 @@ static cs_err_t write_table(cs_writer_t *w, cs_batch_t *b, int t, cs_writer_reje
 		err = try_direct(w, b, t, idx, n, &done);
 	if (err == CS_OK && !done)
 		err = ensure_staging(w, t);
+	if (err == CS_OK && !done && w->key_order && w->specs[t].on_conflict != CS_CONFLICT_NONE &&
+	    sort_by_key(b, t, idx, n) != 0)
+		err = own_error(w, CS_ERR_FATAL, "out of memory");
 	if (err == CS_OK && !done)
 		err = copy_merge(w, b, t, idx, n);
 	if (err == CS_ERR_DATA) {

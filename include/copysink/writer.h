@@ -74,9 +74,10 @@ cs_writer_t *cs_writer_new(const char *conninfo, cs_tablespec_t *specs, int nspe
 void cs_writer_set_direct(cs_writer_t *w, bool on);
 
 /*
- * Merge the rows of a batch in key order (INSERT ... SELECT ... ORDER BY the key), for several
- * writers on one table: two transactions meeting the same keys then lock them in the same order
- * and one waits for the other instead of deadlocking. Set before cs_writer_connect().
+ * Merge the rows of a batch in key order (sorted by their key bytes before the COPY into the
+ * staging table, which the merge reads in that order), for several writers on one table: two
+ * transactions meeting the same keys then lock them in the same order and one waits for the
+ * other instead of deadlocking. Takes effect with the next cs_writer_write().
  */
 void cs_writer_set_key_order(cs_writer_t *w, bool on);
 

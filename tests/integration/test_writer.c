@@ -562,6 +562,34 @@ static void test_direct_off(void **state)
 	cs_writer_destroy(w);
 }
 
+/* With key order on (several writers), the merge inserts a batch's rows in key order whatever
+ * order they arrived in: a trigger records the order of the inserts. Off, arrival order. */
+static void test_key_order(void **state)
+{
+	cs_writer_t *w = new_writer("g");
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	static const int64_t ids[] = {7, 300, 2, 65536, 41, 1};
+	char v[512];
+
+	query("CREATE TABLE ins_order (n serial, id bigint);"
+	      "CREATE FUNCTION note_id() RETURNS trigger LANGUAGE plpgsql AS "
+	      "$$BEGIN INSERT INTO ins_order (id) VALUES (NEW.id); RETURN NEW; END$$;"
+	      "CREATE TRIGGER note BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION note_id()",
+	      v, sizeof(v));
+	cs_writer_set_direct(w, false);
+	for (int on = 0; on <= 1; on++) {
+		cs_writer_set_key_order(w, on);
+		for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+			add(b, 0, (int64_t)(on * 10 + i), ids[i] + on * 1000000, "x");
+		write_batch(w, b);
+	}
+	assert_string_equal(query("SELECT string_agg(id::text, ',' ORDER BY n) FROM ins_order", v,
+				  sizeof(v)),
+			    "7,300,2,65536,41,1,1000001,1000002,1000007,1000041,1000300,1065536");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
 /* Rows up to 8 KB stay inline and uncompressed in the tables copysink creates, through the
  * direct COPY and through the staging table and merge (PostgreSQL's default compresses a
  * compressible value of a row past 2 KB, or moves it to the TOAST table). */
@@ -953,6 +981,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_direct_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resolved_spec_untouched, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_off, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writers_side_by_side, setup, teardown),
