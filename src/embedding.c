@@ -26,7 +26,10 @@
 #include <strings.h>
 
 #define FLOAT4OID 700
-#define HALF_EXP_MASK 0x7c00 /* an all-ones exponent: infinity or NaN */
+#define HALF_EXP_MASK 0x7c00    /* an all-ones exponent: infinity or NaN */
+#define F32_EXP_MASK 0x7f800000 /* the same in a float32 */
+#define F32_EXP_ONE 0x00800000  /* the lowest bit of a float32's exponent */
+#define F32_SIGN 0x80000000
 #define OOM CS_REASON__COUNT
 
 static const char *const type_names[] = {
@@ -321,6 +324,40 @@ static cs_reason_t dense_open(dense_t *d, int dim, bool halves_ok)
 	return CS_REASON_OK;
 }
 
+/* Value i of a bin of little-endian float32: its bits. */
+static uint32_t le_u32_at(const unsigned char *s, uint32_t i)
+{
+	s += 4 * (size_t)i;
+	return (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
+}
+
+/* The values of a bin of little-endian float32 written big-endian at p (each after its length
+ * 4 for a float4[]): the bits as given, byte order reversed, in one pass without a branch per
+ * value. The value-by-value path through dense_value() cost 45 instructions per value under
+ * callgrind, this one about 6 (bench/results/cpu_profile.md). Nothing is checked but
+ * finiteness: an exponent of all ones, and only that, carries into the sign bit when its
+ * lowest bit is added. @returns true when every value is finite. */
+static bool bin_float32s(const dense_t *d, unsigned char *p, bool lengths)
+{
+	const unsigned char *s = (const unsigned char *)d->o->via.bin.ptr;
+	uint32_t n = d->n, special = 0;
+
+	if (lengths) {
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t u = le_u32_at(s, i);
+			special |= (u & F32_EXP_MASK) + F32_EXP_ONE;
+			p = be32(be32(p, 4), u);
+		}
+	} else {
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t u = le_u32_at(s, i);
+			special |= (u & F32_EXP_MASK) + F32_EXP_ONE;
+			p = be32(p, u);
+		}
+	}
+	return (special & F32_SIGN) == 0;
+}
+
 /* A vector or a float4[]: header, then each value (a float4[] gives each its length). */
 static cs_reason_t put_float32s(dense_t *d, int dim, bool vector, cs_buf_t *out)
 {
@@ -339,6 +376,15 @@ static cs_reason_t put_float32s(dense_t *d, int dim, bool vector, cs_buf_t *out)
 		p = be32(be32(p, 1), 0); /* one dimension, no NULLs */
 		p = be32(p, d->col->elem_oid ? d->col->elem_oid : FLOAT4OID);
 		p = be32(be32(p, (uint32_t)dim), 1);
+	}
+	if (d->o->type == MSGPACK_OBJECT_BIN) {
+		/* a NaN or an infinity: said by dense_value(), which finds the first */
+		if (!bin_float32s(d, p, !vector))
+			for (uint32_t i = 0; i < d->n; i++)
+				if ((r = dense_value(d, i, &(num_t){0, 0})) != CS_REASON_OK)
+					return r;
+		out->len += 4 + bytes;
+		return CS_REASON_OK;
 	}
 	for (uint32_t i = 0; i < d->n; i++) {
 		num_t n = {0, 0};
