@@ -248,7 +248,7 @@ static void json_escaping_and_numbers(void **state)
 {
 	static const char want[] = "\1{\"q\\\"b\\\\\":\"l1\\nl2\\t\\r\\b\\f\\u0001\\u001f\xe6\x9d\xb1\","
 				   "\"n\":[0.1,1e+300,-9223372036854775808,18446744073709551615,"
-				   "3,-0.5],\"o\":{},\"e\":[]}";
+				   "3,-0.5,0,-1,10,-10],\"o\":{},\"e\":[]}";
 	static const char s[] = "l1\nl2\t\r\b\f\x01\x1f\xe6\x9d\xb1";
 
 	msgpack_pack_map(&pk, 3);
@@ -258,13 +258,17 @@ static void json_escaping_and_numbers(void **state)
 	pack_str("q\"b\\");
 	pack_str_n(s, sizeof(s) - 1);
 	pack_str("n");
-	msgpack_pack_array(&pk, 6);
+	msgpack_pack_array(&pk, 10);
 	msgpack_pack_double(&pk, 0.1);
 	msgpack_pack_double(&pk, 1e300);
 	msgpack_pack_int64(&pk, INT64_MIN);
 	msgpack_pack_uint64(&pk, UINT64_MAX);
 	msgpack_pack_float(&pk, 3.0f);
 	msgpack_pack_float(&pk, -0.5f);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_int(&pk, -1);
+	msgpack_pack_int(&pk, 10);
+	msgpack_pack_int(&pk, -10);
 	pack_str("o"), msgpack_pack_map(&pk, 0);
 	pack_str("e"), msgpack_pack_array(&pk, 0);
 	assert_int_equal(decode_one(), CS_REASON_OK);
