@@ -48,6 +48,7 @@ struct cs_decoder {
 	size_t next_at;
 	int last;                   /* the entry last located, or -1; at last_at, last_len bytes */
 	size_t last_at, last_len;
+	bool last_depth_ok;         /* entry `last` nests within max_depth (seen while locating) */
 	uint64_t unknown_fields;
 };
 
@@ -255,6 +256,7 @@ static void forget_message(cs_decoder_t *dec)
 	dec->msg_len = dec->first = dec->next_at = 0;
 	dec->nentries = dec->next = 0;
 	dec->last = -1;
+	dec->last_depth_ok = false;
 }
 
 /* The checks every message and tombstone key passes: not empty, within max_message_bytes, one
@@ -282,6 +284,31 @@ static cs_reason_t check_message(const cs_decoder_t *dec, const void *value, siz
 	return CS_REASON_OK;
 }
 
+/* A message that is one map, complete, nothing after it, within the size and depth limits:
+ * the usual message, taken in one scan that also locates and depth-checks its entry (three
+ * scans otherwise: bench/results/cpu_profile.md). False for anything else, which the full
+ * checks then judge. */
+static bool open_one_map(cs_decoder_t *dec, const unsigned char *p, size_t len)
+{
+	scan_t s = {.p = p, .len = len, .max_depth = dec->limits.max_depth,
+		    .reason = CS_REASON_MALFORMED};
+
+	if (p == NULL || len == 0 || len > dec->limits.max_message_bytes ||
+	    !((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf) ||
+	    !scan_value(&s, 0) || s.pos != len)
+		return false;
+	dec->msg = p;
+	dec->msg_len = len;
+	dec->nentries = 1;
+	dec->last = 0;
+	dec->last_at = 0;
+	dec->last_len = len;
+	dec->last_depth_ok = true;
+	dec->next = 1;
+	dec->next_at = len;
+	return true;
+}
+
 int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len, cs_reason_t *reason,
 		   char *errstr, size_t errstr_size)
 {
@@ -291,6 +318,10 @@ int cs_decode_open(cs_decoder_t *dec, const void *value, size_t len, cs_reason_t
 	bool container;
 
 	forget_message(dec);
+	if (open_one_map(dec, value, len)) {
+		*reason = CS_REASON_OK;
+		return 1;
+	}
 	*reason = check_message(dec, value, len, errstr, errstr_size);
 	if (*reason != CS_REASON_OK)
 		return -1;
@@ -335,9 +366,16 @@ static bool locate_entry(cs_decoder_t *dec, int i, size_t *at, size_t *len)
 			dec->next_at = dec->first;
 		}
 		while (dec->next <= i) {
-			scan_t s = {.p = dec->msg, .len = dec->msg_len, .pos = dec->next_at};
-			if (!scan_skip_value(&s))
-				return false;
+			scan_t s = {.p = dec->msg, .len = dec->msg_len, .pos = dec->next_at,
+				    .max_depth = dec->limits.max_depth};
+			/* the depth-limited scan checks the entry's nesting on the way (the entry is
+			 * level 1, as in check_depth); one too deep is scanned again without */
+			dec->last_depth_ok = scan_value(&s, 0);
+			if (!dec->last_depth_ok) {
+				s.pos = dec->next_at;
+				if (!scan_skip_value(&s))
+					return false;
+			}
 			dec->last = dec->next++;
 			dec->last_at = dec->next_at;
 			dec->last_len = s.pos - dec->next_at;
@@ -963,7 +1001,7 @@ cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec
 	if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
 		return cs_decode_reject(CS_REASON_NOT_A_MAP, errstr, errstr_size, "entry %d is %s, not a map",
 			      i, head_type_name(p[0]));
-	r = check_depth(dec, spec, p, len, errstr, errstr_size);
+	r = dec->last_depth_ok ? CS_REASON_OK : check_depth(dec, spec, p, len, errstr, errstr_size);
 	if (r != CS_REASON_OK)
 		return r;
 	/* the previous entry's objects are no longer needed: its tuple is in the buffers */
