@@ -389,7 +389,18 @@ static bool locate_entry(cs_decoder_t *dec, int i, size_t *at, size_t *len)
 
 /* ---------------------------------------------------------------- text */
 
-/* Check UTF-8 (no overlongs, no surrogates, at most U+10FFFF) and the absence of NUL. */
+/* True when the 8 bytes at p are ASCII and none is NUL: no high bit set, and none borrows when
+ * 1 is taken from every byte (only a zero byte does, and the borrow sets its high bit). */
+static bool ascii8(const unsigned char *p)
+{
+	uint64_t x;
+
+	memcpy(&x, p, sizeof(x));
+	return ((x | (x - 0x0101010101010101ULL)) & 0x8080808080808080ULL) == 0;
+}
+
+/* Check UTF-8 (no overlongs, no surrogates, at most U+10FFFF) and the absence of NUL. ASCII
+ * goes eight bytes at a time (a byte at a time took 6 instructions a byte under callgrind). */
 static cs_reason_t check_text(const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + n;
@@ -399,6 +410,10 @@ static cs_reason_t check_text(const char *s, size_t n)
 		size_t len;
 		unsigned min, cp;
 
+		if (end - p >= 8 && ascii8(p)) {
+			p += 8;
+			continue;
+		}
 		if (c < 0x80) {
 			if (c == 0)
 				return CS_REASON_NUL_BYTE;
