@@ -488,8 +488,9 @@ typedef struct json {
 	bool oom;
 } json_t;
 
-/* Append bytes to the JSON output, within the field's size limit. */
-static bool json_put(json_t *j, const char *s, size_t n)
+/* Append bytes to the JSON output, within the field's size limit. Inlined, so that a call with
+ * a constant length (punctuation, null, true) is a store, not a call to memcpy. */
+static inline __attribute__((always_inline)) bool json_put(json_t *j, const char *s, size_t n)
 {
 	if (j->out->len - j->start + n > j->limit) {
 		j->reason = CS_REASON_TOO_LARGE;
