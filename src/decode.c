@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "copysink/embedding.h"
+#include "copysink/numtext.h"
 #include "copysink/pgbinary.h"
 
 #define ZONE_CHUNK (64 * 1024)
@@ -543,30 +544,13 @@ static bool json_string(json_t *j, const char *s, size_t n)
 /* A finite double, in the shortest form that reads back exactly. */
 static bool json_number(json_t *j, double d)
 {
-	char num[40];
-	int n = 0;
+	char num[CS_NUMTEXT_DOUBLE_SIZE];
 
 	if (!isfinite(d)) {
 		j->reason = CS_REASON_NOT_FINITE;
 		return false;
 	}
-	for (int prec = 15; prec <= 17; prec++) {
-		n = snprintf(num, sizeof(num), "%.*g", prec, d);
-		if (strtod(num, NULL) == d)
-			break;
-	}
-	return json_put(j, num, (size_t)n);
-}
-
-/* The decimal digits of v, exactly as printf's "%llu" writes them, placed to end at `end`
- * (room for 20). snprintf took about 600 instructions for a small integer under callgrind,
- * this about 10 a digit (bench/results/cpu_profile.md). @returns where the digits start. */
-static char *u64_digits(uint64_t v, char *end)
-{
-	do
-		*--end = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	return end;
+	return json_put(j, num, cs_numtext_double(d, num));
 }
 
 static bool json_value(json_t *j, const msgpack_object *o);
@@ -593,7 +577,7 @@ static bool json_map(json_t *j, const msgpack_object_map *m)
 /* Any msgpack value except bin and ext as JSON. */
 static bool json_value(json_t *j, const msgpack_object *o)
 {
-	char num[32], *p;
+	char num[CS_NUMTEXT_INT_SIZE], *p;
 	bool ok;
 
 	switch (o->type) {
@@ -601,14 +585,10 @@ static bool json_value(json_t *j, const msgpack_object *o)
 	case MSGPACK_OBJECT_BOOLEAN:
 		return o->via.boolean ? json_put(j, "true", 4) : json_put(j, "false", 5);
 	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		p = u64_digits(o->via.u64, num + sizeof(num));
+		p = cs_numtext_u64(o->via.u64, num + sizeof(num));
 		return json_put(j, p, (size_t)(num + sizeof(num) - p));
 	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		/* the magnitude in unsigned arithmetic: INT64_MIN has no positive int64 */
-		p = u64_digits(o->via.i64 < 0 ? 0 - (uint64_t)o->via.i64 : (uint64_t)o->via.i64,
-			       num + sizeof(num));
-		if (o->via.i64 < 0)
-			*--p = '-';
+		p = cs_numtext_i64(o->via.i64, num + sizeof(num));
 		return json_put(j, p, (size_t)(num + sizeof(num) - p));
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64: return json_number(j, o->via.f64);
