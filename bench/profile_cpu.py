@@ -49,7 +49,8 @@ CATEGORIES = [
     ("rdkafka", "librdkafka: fetch, protocol, queues"),
     ("msgpack", "msgpack-c: unpack into the zone"),
     ("decode", "ours: decode and validation (decode.c)"),
-    ("encode", "ours: COPY encoding (decode.c encoders, embedding.c, pgbinary.c, writer.c)"),
+    ("encode", "ours: COPY encoding (decode.c encoders, embedding.c, pgbinary.c, numtext.c, "
+               "writer.c)"),
     ("batch", "ours: batch (message copy, key dedup; batch.c)"),
     ("libpq", "libpq: send"),
     ("log", "logging and metrics (log.c, stats.c, http.c)"),
@@ -146,7 +147,7 @@ def category(func, file):
     if ob.startswith("copysink"):
         if file == "decode.c":
             return "encode" if ENCODERS.match(fn) else "decode"
-        if file in ("embedding.c", "pgbinary.c", "writer.c"):
+        if file in ("embedding.c", "pgbinary.c", "numtext.c", "writer.c"):
             return "encode"
         if file == "batch.c":
             return "batch"
