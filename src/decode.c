@@ -504,12 +504,29 @@ static inline __attribute__((always_inline)) bool json_put(json_t *j, const char
 	return true;
 }
 
-/* A JSON string: valid UTF-8 without NUL (jsonb cannot hold \u0000), escaped. */
+/* True when s[0..n) is printable ASCII without a quote or a backslash: valid UTF-8 without NUL
+ * that JSON takes as it is, as most keys and values are. */
+static bool json_plain(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+			return false;
+	}
+	return true;
+}
+
+/* A JSON string: valid UTF-8 without NUL (jsonb cannot hold \u0000), escaped. A plain one is
+ * checked and copied in one pass (the same puts as the escaping loop makes for it). */
 static bool json_string(json_t *j, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t run = 0;
 
+	if (json_plain(s, n)) {
+		j->reason = CS_REASON_OK;
+		return json_put(j, "\"", 1) && json_put(j, s, n) && json_put(j, "\"", 1);
+	}
 	j->reason = check_text(s, n);
 	if (j->reason != CS_REASON_OK || !json_put(j, "\"", 1))
 		return false;
