@@ -875,11 +875,22 @@ static cs_reason_t put_column(const cs_decoder_t *dec, const cs_tablespec_t *spe
 		      col->name);
 }
 
-/* Find each column's value in the entry map (a repeated key: the last one counts). */
+/* True when column `col` is named by the msgpack str `k`. */
+static bool names(const cs_column_t *col, const msgpack_object *k)
+{
+	return strlen(col->name) == k->via.str.size &&
+	       memcmp(col->name, k->via.str.ptr, k->via.str.size) == 0;
+}
+
+/* Find each column's value in the entry map (a repeated key: the last one counts). Producers
+ * write the fields in one order, mostly the spec's: the column after the last one matched is
+ * tried first, then all of them (names are unique, so the first match is the only one). */
 static cs_reason_t match_fields(cs_decoder_t *dec, const cs_tablespec_t *spec,
 				const msgpack_object_map *m, const msgpack_object **vals,
 				char *errstr, size_t size)
 {
+	int guess = 0;
+
 	for (uint32_t i = 0; i < m->size; i++) {
 		const msgpack_object *k = &m->ptr[i].key;
 		int c;
@@ -888,14 +899,17 @@ static cs_reason_t match_fields(cs_decoder_t *dec, const cs_tablespec_t *spec,
 			return cs_decode_reject(CS_REASON_WRONG_TYPE, errstr, size,
 				      "entry has a map key of type %s, field names must be strings",
 				      type_name(k->type));
-		for (c = 0; c < spec->ncols; c++)
-			if (strlen(spec->cols[c].name) == k->via.str.size &&
-			    memcmp(spec->cols[c].name, k->via.str.ptr, k->via.str.size) == 0)
-				break;
-		if (c < spec->ncols)
-			vals[c] = &m->ptr[i].val;
+		if (guess < spec->ncols && names(&spec->cols[guess], k))
+			c = guess;
 		else
+			for (c = 0; c < spec->ncols && !names(&spec->cols[c], k); c++)
+				;
+		if (c < spec->ncols) {
+			vals[c] = &m->ptr[i].val;
+			guess = c + 1;
+		} else {
 			dec->unknown_fields++;
+		}
 	}
 	return CS_REASON_OK;
 }
