@@ -32,6 +32,7 @@
 #include "copysink/embedding.h"
 #include "copysink/numtext.h"
 #include "copysink/pgbinary.h"
+#include "copysink/unpack.h"
 
 #define ZONE_CHUNK (64 * 1024)
 #define MSGPACK_MAX_DEPTH 32 /* msgpack-c's container stack (MSGPACK_EMBED_STACK_SIZE) */
@@ -1016,7 +1017,7 @@ cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec
 	const msgpack_object *vals[CS_MAX_COLUMNS] = {NULL};
 	const unsigned char *p;
 	msgpack_object o;
-	size_t at, len, off = 0;
+	size_t at, len;
 	cs_reason_t r;
 
 	if (i < 0 || i >= dec->nentries)
@@ -1033,8 +1034,7 @@ cs_reason_t cs_decode_entry(cs_decoder_t *dec, int i, const cs_tablespec_t *spec
 		return r;
 	/* the previous entry's objects are no longer needed: its tuple is in the buffers */
 	msgpack_zone_clear(&dec->zone);
-	if (msgpack_unpack((const char *)p, len, &off, &dec->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
-	    off != len)
+	if (cs_unpack(p, len, &dec->zone, &o) != 0)
 		return cs_decode_reject(CS_REASON_MALFORMED, errstr, errstr_size,
 			      "entry %d is not valid msgpack", i);
 	r = match_fields(dec, spec, &o.via.map, vals, errstr, errstr_size);
