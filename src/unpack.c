@@ -17,6 +17,7 @@
 typedef struct reader {
 	const unsigned char *p, *end;
 	msgpack_zone *zone;
+	int max_depth;
 } reader_t;
 
 /* A big-endian unsigned integer of n bytes (1, 2, 4, 8); false if truncated. */
@@ -69,7 +70,7 @@ static bool container(reader_t *r, bool map, uint64_t n, msgpack_object *o, int 
 {
 	size_t each = map ? sizeof(msgpack_object_kv) : sizeof(msgpack_object);
 
-	if (depth + 1 > CS_UNPACK_MAX_DEPTH || n > (uint64_t)(r->end - r->p))
+	if (depth + 1 > r->max_depth || n > (uint64_t)(r->end - r->p))
 		return false;
 	if (map) {
 		msgpack_object_kv *kv = msgpack_zone_malloc(r->zone, (size_t)n * each);
@@ -199,9 +200,11 @@ static bool value(reader_t *r, msgpack_object *o, int depth)
 	}
 }
 
-int cs_unpack(const void *data, size_t len, msgpack_zone *zone, msgpack_object *out)
+int cs_unpack(const void *data, size_t len, int max_depth, msgpack_zone *zone,
+	      msgpack_object *out)
 {
-	reader_t r = {.p = data, .end = (const unsigned char *)data + len, .zone = zone};
+	reader_t r = {.p = data, .end = (const unsigned char *)data + len, .zone = zone,
+		      .max_depth = max_depth < CS_UNPACK_MAX_DEPTH ? max_depth : CS_UNPACK_MAX_DEPTH};
 
 	if (data == NULL || !value(&r, out, 0) || r.p != r.end)
 		return -1;

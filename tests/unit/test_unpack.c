@@ -165,16 +165,16 @@ static void same_objects(void **state)
 		pack_value(&pk, 0, i % 5 == 0 ? CS_UNPACK_MAX_DEPTH : 4);
 		msgpack_zone_clear(&za), msgpack_zone_clear(&zb);
 		assert_int_equal(reference(sbuf.data, sbuf.size, &za, &a), 0);
-		assert_int_equal(cs_unpack(sbuf.data, sbuf.size, &zb, &b), 0);
+		assert_int_equal(cs_unpack(sbuf.data, sbuf.size, CS_UNPACK_MAX_DEPTH, &zb, &b), 0);
 		assert_same(&a, &b);
 		/* every cut is refused by both, and so is a byte after the value */
 		for (size_t cut = 0; cut < sbuf.size; cut += 1 + sbuf.size / 50) {
 			msgpack_zone_clear(&za), msgpack_zone_clear(&zb);
-			assert_int_equal(cs_unpack(sbuf.data, cut, &zb, &b), -1);
+			assert_int_equal(cs_unpack(sbuf.data, cut, CS_UNPACK_MAX_DEPTH, &zb, &b), -1);
 			assert_int_equal(reference(sbuf.data, cut, &za, &a), -1);
 		}
 		msgpack_sbuffer_write(&sbuf, "\xc0", 1);
-		assert_int_equal(cs_unpack(sbuf.data, sbuf.size, &zb, &b), -1);
+		assert_int_equal(cs_unpack(sbuf.data, sbuf.size, CS_UNPACK_MAX_DEPTH, &zb, &b), -1);
 	}
 	msgpack_zone_destroy(&za), msgpack_zone_destroy(&zb);
 	msgpack_sbuffer_destroy(&sbuf);
@@ -200,7 +200,7 @@ static void random_bytes(void **state)
 
 			msgpack_zone_clear(&za), msgpack_zone_clear(&zb);
 			ra = reference((const char *)data, len, &za, &a);
-			rb = cs_unpack(data, len, &zb, &b);
+			rb = cs_unpack(data, len, CS_UNPACK_MAX_DEPTH, &zb, &b);
 			if (ra != rb)
 				fail_msg("case %d/%zu: msgpack_unpack %d, cs_unpack %d", i, len, ra, rb);
 			if (ra == 0)
@@ -208,7 +208,7 @@ static void random_bytes(void **state)
 		}
 	}
 	assert_true(accepted > 10000);
-	assert_int_equal(cs_unpack("\xc1", 1, &zb, &(msgpack_object){0}), -1);
+	assert_int_equal(cs_unpack("\xc1", 1, CS_UNPACK_MAX_DEPTH, &zb, &(msgpack_object){0}), -1);
 	msgpack_zone_destroy(&za), msgpack_zone_destroy(&zb);
 	(void)state;
 }
@@ -222,12 +222,17 @@ static void nesting_limit(void **state)
 	assert_true(msgpack_zone_init(&z, 4096));
 	memset(deep, 0x91, sizeof(deep)); /* arrays of one element */
 	deep[CS_UNPACK_MAX_DEPTH] = 0x01;
-	assert_int_equal(cs_unpack(deep, CS_UNPACK_MAX_DEPTH + 1, &z, &o), 0);
+	assert_int_equal(cs_unpack(deep, CS_UNPACK_MAX_DEPTH + 1, CS_UNPACK_MAX_DEPTH, &z, &o), 0);
 	deep[CS_UNPACK_MAX_DEPTH] = 0x91;
 	deep[CS_UNPACK_MAX_DEPTH + 1] = 0x01;
-	assert_int_equal(cs_unpack(deep, CS_UNPACK_MAX_DEPTH + 2, &z, &o), -1);
+	assert_int_equal(cs_unpack(deep, CS_UNPACK_MAX_DEPTH + 2, CS_UNPACK_MAX_DEPTH, &z, &o), -1);
+	/* a lower limit; an empty container counts as a level */
+	assert_int_equal(cs_unpack("\x91\x91\x01", 3, 2, &z, &o), 0);
+	assert_int_equal(cs_unpack("\x91\x91\x91\x01", 4, 2, &z, &o), -1);
+	assert_int_equal(cs_unpack("\x91\x90", 2, 2, &z, &o), 0);
+	assert_int_equal(cs_unpack("\x91\x91\x90", 3, 2, &z, &o), -1);
 	/* a count no bytes could honour is refused before any allocation */
-	assert_int_equal(cs_unpack("\xdd\xff\xff\xff\xff\x01", 6, &z, &o), -1);
+	assert_int_equal(cs_unpack("\xdd\xff\xff\xff\xff\x01", 6, CS_UNPACK_MAX_DEPTH, &z, &o), -1);
 	msgpack_zone_destroy(&z);
 	(void)state;
 }
