@@ -47,7 +47,7 @@ MAX_ROWS = 5000
 CATEGORIES = [
     ("lz4", "librdkafka: lz4 decompression"),
     ("rdkafka", "librdkafka: fetch, protocol, queues"),
-    ("msgpack", "msgpack-c: unpack into the zone"),
+    ("msgpack", "unpack into the zone (msgpack-c; unpack.c once it replaced it)"),
     ("decode", "ours: decode and validation (decode.c)"),
     ("encode", "ours: COPY encoding (decode.c encoders, embedding.c, pgbinary.c, numtext.c, "
                "writer.c)"),
@@ -149,6 +149,8 @@ def category(func, file):
             return "encode" if ENCODERS.match(fn) else "decode"
         if file in ("embedding.c", "pgbinary.c", "numtext.c", "writer.c"):
             return "encode"
+        if file == "unpack.c":
+            return "msgpack"
         if file == "batch.c":
             return "batch"
         if file in ("log.c", "stats.c", "http.c"):
