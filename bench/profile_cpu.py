@@ -333,7 +333,8 @@ def run(args):
     res = load()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no",
+                            "--", ".", ":!bench/results"],
                            capture_output=True, text=True).stdout.strip()
     entry = {"commit": commit + ("+dirty" if dirty else ""), "entries": n,
              "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "note": args.note, "runs": {}}
@@ -400,7 +401,7 @@ def report(res):
         with open(IDEAS_PATH) as f:
             ideas = json.load(f)
     first = ideas[0]["before"] if ideas else next(iter(res), None)
-    last = next((i["after"] for i in reversed(ideas) if i.get("kept")), first)
+    last = next((i["after"] for i in reversed(ideas) if i.get("kept") and "after" in i), first)
     lines = ["# copysink: instructions per row on the write path (callgrind)", "",
              "Written by `bench/profile_cpu.py` (do not edit: run `bench/profile_cpu.py report`).",
              "Each figure: instructions of the whole copysink process (every thread, start-up and "
@@ -411,7 +412,13 @@ def report(res):
              "direct COPY into the table; *update*: every key again, COPY into the staging table "
              "and merge (direct_copy = off). real[] on PostgreSQL 15, vector(384) on PostgreSQL "
              "16.2 with pgvector 0.6.2. Helpers (libc's memcpy, malloc) are charged to their "
-             "callers.", ""]
+             "callers.", "",
+             "Two things callgrind counts differently from what they cost: a `rep movsb` (glibc's "
+             "memcpy of 4 KiB and more) is one instruction per byte, so libpq's copy of the COPY "
+             "data into its output buffer (about one per byte sent) and the growth of the batch's "
+             "buffers in the first batch show far above their cost; and work done by time (the "
+             "stats published every 100 ms, librdkafka's timers) is stretched with the run, "
+             "which is tens of times slower under callgrind.", ""]
     if first in res and last in res:
         lines += [f"## Before and after: `{first}` ({res[first]['commit']}) and `{last}` "
                   f"({res[last]['commit']})", "",
@@ -423,18 +430,24 @@ def report(res):
                              f"{100 * (b['per_row'] - a['per_row']) / a['per_row']:+.1f}% |")
         lines.append("")
     if ideas:
+        have = [r for r in RUNS if any(r in res.get(i.get("after"), {}).get("runs", {})
+                                        for i in ideas)]
         lines += ["## Ideas", "",
-                  "Instructions per row, before and after each change (same inputs); the runs "
-                  "measured for it.", "",
-                  "| idea | run | before | after | kept |", "|---|---|---:|---:|---|"]
-        for i in ideas:
+                  "Instructions per row, before -> after each change, on the same inputs.", "",
+                  "| idea | " + " | ".join(have) + " | kept |",
+                  "|---|" + "---:|" * len(have) + "---|"]
+        for i in (i for i in ideas if "before" in i):
             a, b = res.get(i["before"], {}).get("runs", {}), res.get(i["after"], {}).get("runs", {})
-            for r in RUNS:
-                if r in a and r in b:
-                    lines.append(f"| {i['idea']} | {r} | {fmt(a[r]['per_row'])} | "
-                                 f"{fmt(b[r]['per_row'])} | {'yes' if i.get('kept') else 'no'}"
-                                 f"{': ' + i['why'] if i.get('why') else ''} |")
+            cells = [f"{fmt(a[r]['per_row'])} -> {fmt(b[r]['per_row'])}" if r in a and r in b
+                     else "" for r in have]
+            lines.append(f"| {i['idea']} | " + " | ".join(cells) +
+                         f" | {'yes' if i.get('kept') else 'no'} |")
         lines.append("")
+        dropped = [i for i in ideas if "before" not in i]
+        if dropped:
+            lines += ["Looked at and not done (figures from the profiles above):", ""]
+            lines += [f"- {i['idea']}" for i in dropped]
+            lines.append("")
     for label in [x for x in (first, last) if x in res] if first != last else [first]:
         e = res[label]
         lines += [f"## Split: `{label}` ({e['commit']}, {e['date']}{'; ' + e['note'] if e.get('note') else ''})",
