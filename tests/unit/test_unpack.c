@@ -192,8 +192,13 @@ static void random_bytes(void **state)
 	assert_true(msgpack_zone_init(&za, 4096));
 	assert_true(msgpack_zone_init(&zb, 4096));
 	for (int i = 0; i < 50000; i++) {
-		for (size_t k = 0; k < sizeof(data); k++) /* small heads (containers, ints) often */
+		for (size_t k = 0; k < sizeof(data); k++) { /* small heads (containers, ints) often */
 			data[k] = (unsigned char)(next() % 4 ? next() & 0x9f : next());
+			/* no 32-bit counts: msgpack_unpack() would ask for up to 100 GB first (under
+			 * ASan an abort); nesting_limit checks that cs_unpack() refuses them unasked */
+			if (data[k] == 0xdd || data[k] == 0xdf)
+				data[k] = 0xc0;
+		}
 		for (size_t len = 1; len <= sizeof(data); len++) { /* every prefix */
 			msgpack_object a, b;
 			int ra, rb;
