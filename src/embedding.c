@@ -329,11 +329,11 @@ static cs_reason_t dense_open(dense_t *d, int dim, bool halves_ok)
 
 /* The values of a bin of little-endian float32 written big-endian at p (each after its length
  * 4 for a float4[]): the bits as given, byte order reversed, in one pass without a branch per
- * value; with SSE2, four at a time. The value-by-value path through dense_value() cost 45
- * instructions per value under callgrind, the scalar loop 9, SSE2 3 (bench/results/
- * cpu_profile.md). Nothing is checked but finiteness: an exponent of all ones, and only that,
- * carries into the sign bit when its lowest bit is added. @returns true when every value is
- * finite. */
+ * value; with SSE2, four at a time. Under callgrind the benchmark's real[] field of 384 values
+ * cost 17,600 instructions value by value through dense_value(), 4,560 with the scalar loop
+ * and 2,740 with SSE2 (bench/results/cpu_profile.md). Nothing is checked but finiteness: an
+ * exponent of all ones, and only that, carries into the sign bit when its lowest bit is added.
+ * @returns true when every value is finite. */
 static bool bin_float32s(const dense_t *d, unsigned char *p, bool lengths)
 {
 	const unsigned char *s = (const unsigned char *)d->o->via.bin.ptr;

@@ -4,7 +4,7 @@
  * A double in "%.15g" is written without printf when those 15 digits read back as the same
  * double, which is the case of every double that came from a decimal of at most 15 significant
  * digits (0.1, 3.25, 1e-05): snprintf took about 2,000 instructions for one such number under
- * callgrind and strtod's check 800 more, this about 150 (bench/results/cpu_profile.md). The
+ * callgrind and strtod's check 800 more, this about 400 (bench/results/cpu_profile.md). The
  * others (16 or 17 digits, or an exponent outside the exact powers of ten) go through snprintf
  * and strtod as before.
  *
