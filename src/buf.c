@@ -1,5 +1,5 @@
 /*
- * buf.c - growable byte buffer with big-endian writers
+ * buf.c - growable byte buffer with big-endian writers (the writers are inline in buf.h)
  */
 #include "copysink/buf.h"
 
@@ -24,7 +24,7 @@ void cs_buf_cleanup(cs_buf_t *buf)
 }
 
 /* Grow geometrically so that appends are amortised O(1). */
-int cs_buf_reserve(cs_buf_t *buf, size_t extra)
+int cs_buf_grow(cs_buf_t *buf, size_t extra)
 {
 	size_t need, cap;
 	char *p;
@@ -43,40 +43,6 @@ int cs_buf_reserve(cs_buf_t *buf, size_t extra)
 	buf->data = p;
 	buf->cap = cap;
 	return 0;
-}
-
-/* Append raw bytes. */
-int cs_buf_append(cs_buf_t *buf, const void *data, size_t len)
-{
-	if (cs_buf_reserve(buf, len) != 0)
-		return -1;
-	if (len > 0)
-		memcpy(buf->data + buf->len, data, len);
-	buf->len += len;
-	return 0;
-}
-
-/* Append a big-endian 16-bit integer. */
-int cs_buf_put_u16(cs_buf_t *buf, uint16_t v)
-{
-	unsigned char b[2] = {(unsigned char)(v >> 8), (unsigned char)v};
-	return cs_buf_append(buf, b, sizeof(b));
-}
-
-/* Append a big-endian 32-bit integer. */
-int cs_buf_put_u32(cs_buf_t *buf, uint32_t v)
-{
-	unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
-			      (unsigned char)(v >> 8), (unsigned char)v};
-	return cs_buf_append(buf, b, sizeof(b));
-}
-
-/* Append a big-endian 64-bit integer. */
-int cs_buf_put_u64(cs_buf_t *buf, uint64_t v)
-{
-	if (cs_buf_put_u32(buf, (uint32_t)(v >> 32)) != 0)
-		return -1;
-	return cs_buf_put_u32(buf, (uint32_t)v);
 }
 
 /* Patch a big-endian 32-bit integer in place. */

@@ -24,9 +24,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define FLOAT4OID 700
-#define HALF_EXP_MASK 0x7c00 /* an all-ones exponent: infinity or NaN */
+#define HALF_EXP_MASK 0x7c00    /* an all-ones exponent: infinity or NaN */
+#define F32_EXP_MASK 0x7f800000 /* the same in a float32 */
+#define F32_EXP_ONE 0x00800000  /* the lowest bit of a float32's exponent */
+#define F32_SIGN 0x80000000
 #define OOM CS_REASON__COUNT
 
 static const char *const type_names[] = {
@@ -321,6 +327,54 @@ static cs_reason_t dense_open(dense_t *d, int dim, bool halves_ok)
 	return CS_REASON_OK;
 }
 
+/* The values of a bin of little-endian float32 written big-endian at p (each after its length
+ * 4 for a float4[]): the bits as given, byte order reversed, in one pass without a branch per
+ * value; with SSE2, four at a time. Under callgrind the benchmark's real[] field of 384 values
+ * cost 17,600 instructions value by value through dense_value(), 4,560 with the scalar loop
+ * and 2,740 with SSE2 (bench/results/cpu_profile.md). Nothing is checked but finiteness: an
+ * exponent of all ones, and only that, carries into the sign bit when its lowest bit is added.
+ * @returns true when every value is finite. */
+static bool bin_float32s(const dense_t *d, unsigned char *p, bool lengths)
+{
+	const unsigned char *s = (const unsigned char *)d->o->via.bin.ptr;
+	uint32_t n = d->n, i = 0, special = 0;
+
+#if defined(__SSE2__) /* x86: little-endian, so a lane loads a value as it is */
+	const __m128i mask = _mm_set1_epi32(F32_EXP_MASK), one = _mm_set1_epi32(F32_EXP_ONE);
+	const __m128i len4 = _mm_set1_epi32(0x04000000); /* the bytes 0 0 0 4: be32(4) */
+	__m128i acc = _mm_setzero_si128();
+
+	for (; n - i >= 4; i += 4, s += 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+
+		acc = _mm_or_si128(acc, _mm_add_epi32(_mm_and_si128(v, mask), one));
+		/* each lane's bytes reversed: its two halves swapped, then the bytes of each half */
+		v = _mm_shufflelo_epi16(v, _MM_SHUFFLE(2, 3, 0, 1));
+		v = _mm_shufflehi_epi16(v, _MM_SHUFFLE(2, 3, 0, 1));
+		v = _mm_or_si128(_mm_slli_epi16(v, 8), _mm_srli_epi16(v, 8));
+		if (lengths) {
+			_mm_storeu_si128((__m128i *)(void *)p, _mm_unpacklo_epi32(len4, v));
+			_mm_storeu_si128((__m128i *)(void *)(p + 16), _mm_unpackhi_epi32(len4, v));
+			p += 32;
+		} else {
+			_mm_storeu_si128((__m128i *)(void *)p, v);
+			p += 16;
+		}
+	}
+	special = (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(acc)) ? F32_SIGN : 0;
+#endif
+	for (; i < n; i++, s += 4) {
+		uint32_t u = (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 |
+			     (uint32_t)s[3] << 24;
+
+		special |= (u & F32_EXP_MASK) + F32_EXP_ONE;
+		if (lengths)
+			p = be32(p, 4);
+		p = be32(p, u);
+	}
+	return (special & F32_SIGN) == 0;
+}
+
 /* A vector or a float4[]: header, then each value (a float4[] gives each its length). */
 static cs_reason_t put_float32s(dense_t *d, int dim, bool vector, cs_buf_t *out)
 {
@@ -339,6 +393,15 @@ static cs_reason_t put_float32s(dense_t *d, int dim, bool vector, cs_buf_t *out)
 		p = be32(be32(p, 1), 0); /* one dimension, no NULLs */
 		p = be32(p, d->col->elem_oid ? d->col->elem_oid : FLOAT4OID);
 		p = be32(be32(p, (uint32_t)dim), 1);
+	}
+	if (d->o->type == MSGPACK_OBJECT_BIN) {
+		/* a NaN or an infinity: said by dense_value(), which finds the first */
+		if (!bin_float32s(d, p, !vector))
+			for (uint32_t i = 0; i < d->n; i++)
+				if ((r = dense_value(d, i, &(num_t){0, 0})) != CS_REASON_OK)
+					return r;
+		out->len += 4 + bytes;
+		return CS_REASON_OK;
 	}
 	for (uint32_t i = 0; i < d->n; i++) {
 		num_t n = {0, 0};

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "copysink/numtext.h"
+
 #define OOM CS_REASON__COUNT
 
 #define INT8OID 20
@@ -566,6 +568,8 @@ static size_t float_text(const msgpack_object *o, char *buf, size_t size)
 	bool f32 = o->type == MSGPACK_OBJECT_FLOAT32;
 	int n = 0;
 
+	if (!f32 && size >= CS_NUMTEXT_DOUBLE_SIZE)
+		return cs_numtext_double(o->via.f64, buf);
 	for (int prec = f32 ? 6 : 15; prec <= (f32 ? 9 : 17); prec++) {
 		double back;
 		n = snprintf(buf, size, "%.*g", prec, o->via.f64);
@@ -600,10 +604,12 @@ static cs_reason_t put_numeric(const cs_column_t *col, const msgpack_object *o, 
 				      col->name);
 		break;
 	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		n = (size_t)snprintf(buf, sizeof(buf), "%llu", (unsigned long long)o->via.u64);
+		s = cs_numtext_u64(o->via.u64, buf + sizeof(buf));
+		n = (size_t)(buf + sizeof(buf) - s);
 		break;
 	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		n = (size_t)snprintf(buf, sizeof(buf), "%lld", (long long)o->via.i64);
+		s = cs_numtext_i64(o->via.i64, buf + sizeof(buf));
+		n = (size_t)(buf + sizeof(buf) - s);
 		break;
 	case MSGPACK_OBJECT_FLOAT32:
 	case MSGPACK_OBJECT_FLOAT64:

@@ -3,6 +3,7 @@
  */
 #include "copysink/stats.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,10 +23,18 @@ void cs_stats_shared_cleanup(cs_stats_shared_t *shared)
 	pthread_mutex_destroy(&shared->lock);
 }
 
+/* The partitions in use only: the table of CS_STATS_MAX_PARTITIONS is most of the 70 kB struct
+ * and the loop publishes every 100 ms; readers look at parts[0..nparts) alone. */
 void cs_stats_publish(cs_stats_shared_t *shared, const cs_stats_t *cur)
 {
+	size_t head = offsetof(cs_stats_t, parts), tail = offsetof(cs_stats_t, nparts);
+	int n = cur->nparts < 0 ? 0 : cur->nparts > CS_STATS_MAX_PARTITIONS
+					      ? CS_STATS_MAX_PARTITIONS : cur->nparts;
+
 	pthread_mutex_lock(&shared->lock);
-	memcpy(&shared->stats, cur, sizeof(*cur));
+	memcpy(&shared->stats, cur, head);
+	memcpy(shared->stats.parts, cur->parts, (size_t)n * sizeof(cur->parts[0]));
+	memcpy((char *)&shared->stats + tail, (const char *)cur + tail, sizeof(*cur) - tail);
 	pthread_mutex_unlock(&shared->lock);
 }
 

@@ -248,7 +248,7 @@ static void json_escaping_and_numbers(void **state)
 {
 	static const char want[] = "\1{\"q\\\"b\\\\\":\"l1\\nl2\\t\\r\\b\\f\\u0001\\u001f\xe6\x9d\xb1\","
 				   "\"n\":[0.1,1e+300,-9223372036854775808,18446744073709551615,"
-				   "3,-0.5],\"o\":{},\"e\":[]}";
+				   "3,-0.5,0,-1,10,-10],\"o\":{},\"e\":[]}";
 	static const char s[] = "l1\nl2\t\r\b\f\x01\x1f\xe6\x9d\xb1";
 
 	msgpack_pack_map(&pk, 3);
@@ -258,13 +258,17 @@ static void json_escaping_and_numbers(void **state)
 	pack_str("q\"b\\");
 	pack_str_n(s, sizeof(s) - 1);
 	pack_str("n");
-	msgpack_pack_array(&pk, 6);
+	msgpack_pack_array(&pk, 10);
 	msgpack_pack_double(&pk, 0.1);
 	msgpack_pack_double(&pk, 1e300);
 	msgpack_pack_int64(&pk, INT64_MIN);
 	msgpack_pack_uint64(&pk, UINT64_MAX);
 	msgpack_pack_float(&pk, 3.0f);
 	msgpack_pack_float(&pk, -0.5f);
+	msgpack_pack_int(&pk, 0);
+	msgpack_pack_int(&pk, -1);
+	msgpack_pack_int(&pk, 10);
+	msgpack_pack_int(&pk, -10);
 	pack_str("o"), msgpack_pack_map(&pk, 0);
 	pack_str("e"), msgpack_pack_array(&pk, 0);
 	assert_int_equal(decode_one(), CS_REASON_OK);
@@ -290,6 +294,19 @@ static void empty_text_array(void **state)
 	pack_str("tags"), msgpack_pack_array(&pk, 0);
 	assert_int_equal(decode_one(), CS_REASON_OK);
 	assert_field(8, want, sizeof(want));
+}
+
+/* Text longer than eight bytes, ASCII runs around two- and four-byte characters, kept byte for
+ * byte (the UTF-8 check takes ASCII eight bytes at a time). */
+static void long_text_accepted(void **state)
+{
+	static const char text[] = "abcdefgh\xc3\xa9ijklmnop\xf0\x9f\x98\x80qrstuvwxyz0123456789";
+
+	msgpack_pack_map(&pk, 2);
+	pack_required(1, text);
+	assert_int_equal(decode_one(), CS_REASON_OK);
+	assert_field(1, text, sizeof(text) - 1);
+	(void)state;
 }
 
 static void integer_bounds_accepted(void **state)
@@ -513,6 +530,11 @@ static void p_surrogate(void) { pack_str_n("\xed\xa0\x80", 3); }
 static void p_cut_utf8(void) { pack_str_n("\xe6\x9d", 2); }
 static void p_above_max_cp(void) { pack_str_n("\xf4\x90\x80\x80", 4); }
 static void p_nul(void) { pack_str_n("a\0b", 3); }
+/* past the first eight bytes, which the check takes eight at a time when they are ASCII */
+static void p_nul_at_13(void) { pack_str_n("abcdefghijklm\0opq", 17); }
+static void p_bad_utf8_at_9(void) { pack_str_n("abcdefghi\xffjklmnopq", 18); }
+static void p_bad_utf8_before_nul(void) { pack_str_n("abcdefgh\xe6\x9dxyz\0abcdefgh", 21); }
+static void p_nul_before_bad_utf8(void) { pack_str_n("abcdefghijk\0\x80" "abcdefgh", 21); }
 static void p_long_text(void)
 {
 	char s[257];
@@ -664,6 +686,10 @@ static const struct field_case {
 	{"meta", p_json_bad_utf8, CS_REASON_INVALID_UTF8,
 	 "field \"meta\" holds a string that is not valid UTF-8"},
 	{"name", p_nul, CS_REASON_NUL_BYTE, "field \"name\" contains a NUL byte"},
+	{"name", p_nul_at_13, CS_REASON_NUL_BYTE, "field \"name\" contains a NUL byte"},
+	{"name", p_bad_utf8_at_9, CS_REASON_INVALID_UTF8, "field \"name\" is not valid UTF-8"},
+	{"name", p_bad_utf8_before_nul, CS_REASON_INVALID_UTF8, "field \"name\" is not valid UTF-8"},
+	{"name", p_nul_before_bad_utf8, CS_REASON_NUL_BYTE, "field \"name\" contains a NUL byte"},
 	{"tags", p_arr_with_nul, CS_REASON_NUL_BYTE, "field \"tags\" element 0 contains a NUL byte"},
 	{"meta", p_json_nul, CS_REASON_NUL_BYTE, "field \"meta\" holds a string with a NUL byte"},
 	{"meta", p_json_nul_key, CS_REASON_NUL_BYTE, "field \"meta\" holds a string with a NUL byte"},
@@ -1125,6 +1151,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(json_escaping_and_numbers, setup, teardown),
 		cmocka_unit_test_setup_teardown(json_column_has_no_version_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(empty_text_array, setup, teardown),
+		cmocka_unit_test_setup_teardown(long_text_accepted, setup, teardown),
 		cmocka_unit_test_setup_teardown(integer_bounds_accepted, setup, teardown),
 		cmocka_unit_test_setup_teardown(array_of_entries_one_bad, setup, teardown),
 		cmocka_unit_test_setup_teardown(malformed_messages, setup, teardown),

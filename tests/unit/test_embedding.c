@@ -280,6 +280,84 @@ static void halfvec_bytes(void **state)
 	(void)state;
 }
 
+/* A bin of little-endian float32 as vector and as real[]: every value's bits exactly, byte
+ * order reversed (zeros of both signs, subnormals, the extremes, a pseudo-random sample), after
+ * what the buffer holds; the first value that is not finite is the one named. 67 values: the
+ * encoder takes four at a time where it can, and the last three one by one. */
+static void float32_bin_bytes(void **state)
+{
+	enum { N = 67 };
+	uint32_t bits[N] = {0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x7f7fffff,
+			    0xff7fffff, 0x3f800000, 0x00800000};
+	unsigned char le[4 * N], want[8 + 20 + 8 * N];
+	uint32_t x = 12345;
+	static const struct {
+		int at[3];
+		const char *bytes[3];
+		const char *msg;
+	} bad[] = {
+		/* NaN at 9, infinities at 5 and 63: value 5 is named */
+		{{9, 5, 63}, {"\1\0\xc0\x7f", "\0\0\x80\xff", "\0\0\x80\x7f"},
+		 "field \"e\" value 5 is not a finite float32"},
+		/* in the values taken one by one only */
+		{{66, 66, 66}, {"\0\0\xc0\xff", "\0\0\xc0\xff", "\0\0\xc0\xff"},
+		 "field \"e\" value 66 is not a finite float32"},
+		/* in the last four taken together only */
+		{{62, 62, 62}, {"\0\0\x80\x7f", "\0\0\x80\x7f", "\0\0\x80\x7f"},
+		 "field \"e\" value 62 is not a finite float32"},
+	};
+
+	for (int i = 8; i < N; i++) {
+		do
+			x = x * 1103515245u + 12345u;
+		while ((x & 0x7f800000) == 0x7f800000);
+		bits[i] = x;
+	}
+	for (int i = 0; i < N; i++)
+		for (int k = 0; k < 4; k++)
+			le[4 * i + k] = (unsigned char)(bits[i] >> (8 * k));
+	for (int vector = 0; vector <= 1; vector++) {
+		static const unsigned char vec_head[] = {0, 0, 1, 0x10, 0, N, 0, 0};
+		static const unsigned char arr_head[] = {0, 0, 2, 0x2c, 0, 0, 0, 1, 0, 0, 0, 0, 0,
+							 0, 2, 188, 0, 0, 0, N, 0, 0, 0, 1};
+		size_t n = vector ? sizeof(vec_head) : sizeof(arr_head);
+		unsigned char *p = want + 2 + n;
+
+		memcpy(want, "ab", 2);
+		memcpy(want + 2, vector ? vec_head : arr_head, n);
+		for (int i = 0; i < N; i++) {
+			if (!vector)
+				memcpy(p, "\0\0\0\4", 4), p += 4;
+			for (int k = 0; k < 4; k++)
+				*p++ = (unsigned char)(bits[i] >> (24 - 8 * k));
+		}
+		msgpack_sbuffer_clear(&sbuf);
+		msgpack_pack_bin_with_body(&pk, le, sizeof(le));
+		cs_buf_reset(&out);
+		assert_int_equal(cs_buf_append(&out, "ab", 2), 0);
+		assert_int_equal(put(vector ? CS_EMB_VECTOR : CS_EMB_REAL_ARRAY, N), CS_REASON_OK);
+		assert_out(want, (size_t)(p - want));
+	}
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		unsigned char le_bad[sizeof(le)];
+
+		memcpy(le_bad, le, sizeof(le));
+		for (int k = 0; k < 3; k++)
+			memcpy(le_bad + 4 * bad[b].at[k], bad[b].bytes[k], 4);
+		for (int vector = 0; vector <= 1; vector++) {
+			msgpack_sbuffer_clear(&sbuf);
+			msgpack_pack_bin_with_body(&pk, le_bad, sizeof(le_bad));
+			cs_buf_reset(&out);
+			assert_int_equal(cs_buf_append(&out, "ab", 2), 0);
+			assert_int_equal(put(vector ? CS_EMB_VECTOR : CS_EMB_REAL_ARRAY, N),
+					 CS_REASON_NOT_FINITE);
+			assert_string_equal(err, bad[b].msg);
+			assert_int_equal(out.len, 2);
+		}
+	}
+	(void)state;
+}
+
 static void sparsevec_bytes(void **state)
 {
 	static const int64_t idx[] = {3, 0, 4};
@@ -655,6 +733,7 @@ int main(void)
 		cmocka_unit_test(half_cases),
 		cmocka_unit_test(half_matches_reference),
 		cmocka_unit_test_setup_teardown(halfvec_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(float32_bin_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(sparsevec_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(sparsevec_sorts_pairs, setup, teardown),
 		cmocka_unit_test_setup_teardown(rejections, setup, teardown),
