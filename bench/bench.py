@@ -43,7 +43,8 @@ from entries import embedding_pool, make_entries, to_msgpack
 
 # The names bench/peer.py imports from this module (it runs beside it)
 from csrun import peak_rss_kb  # noqa: E402,F401
-from kafkaside import PRODUCER, create_topic, end_offsets, produce, warm_up  # noqa: F401
+from kafkaside import (PRODUCER, create_topic, end_offsets, produce, produce_pairs,  # noqa: F401
+                       warm_up)
 from pgside import connect  # noqa: F401
 
 MIN_ROUNDS = 5

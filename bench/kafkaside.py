@@ -30,8 +30,9 @@ def create_topic(bootstrap, topic, partitions=PARTITIONS, timeout=60):
         time.sleep(0.05)
 
 
-def produce(bootstrap, topic, entries):
-    """Produce every entry as msgpack, keyed by its conflict key. Returns seconds."""
+def produce_pairs(bootstrap, topic, pairs, what="produce"):
+    """Produce every (key, value) of PAIRS to TOPIC with PRODUCER's settings. Returns seconds;
+    raises RuntimeError (WHAT names the caller) if any message was not delivered."""
     p = Producer(dict(PRODUCER, **{"bootstrap.servers": bootstrap}))
     failed = []
     t0 = time.perf_counter()
@@ -40,8 +41,7 @@ def produce(bootstrap, topic, entries):
         if err is not None:
             failed.append(err)
 
-    for e in entries:
-        key, value = kafka_key(e), to_msgpack(e)
+    for key, value in pairs:
         while True:
             try:
                 p.produce(topic, key=key, value=value, on_delivery=cb)
@@ -51,8 +51,13 @@ def produce(bootstrap, topic, entries):
         p.poll(0)
     left = p.flush(120)
     if left or failed:
-        raise RuntimeError(f"produce: {left} undelivered, errors {failed[:3]}")
+        raise RuntimeError(f"{what}: {left} undelivered, errors {failed[:3]}")
     return time.perf_counter() - t0
+
+
+def produce(bootstrap, topic, entries):
+    """Produce every entry as msgpack, keyed by its conflict key. Returns seconds."""
+    return produce_pairs(bootstrap, topic, ((kafka_key(e), to_msgpack(e)) for e in entries))
 
 
 def end_offsets(bootstrap, topic):

@@ -40,7 +40,7 @@ import uuid
 
 import psycopg2
 import psycopg2.extensions
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -182,26 +182,8 @@ def produce_json(bootstrap, topic, entries, kind):
     JSON with schemas, keyed by the struct (namespace, key), with bench.produce's producer
     settings (lz4, idempotent). KIND is the embedding column's: "real[]" or "vector". Returns
     the seconds it took; raises RuntimeError if any message was not delivered."""
-    p = Producer(dict(bench.PRODUCER, **{"bootstrap.servers": bootstrap}))
-    failed = []
-    t0 = time.perf_counter()
-
-    def cb(err, msg):
-        if err is not None:
-            failed.append(err)
-
-    for key, value in to_connect_json(entries, kind):
-        while True:
-            try:
-                p.produce(topic, key=key, value=value, on_delivery=cb)
-                break
-            except BufferError:
-                p.poll(0.05)
-        p.poll(0)
-    left = p.flush(120)
-    if left or failed:
-        raise RuntimeError(f"peer: produce: {left} undelivered, errors {failed[:3]}")
-    return time.perf_counter() - t0
+    return bench.produce_pairs(bootstrap, topic, to_connect_json(entries, kind),
+                               what="peer: produce")
 
 
 # ---------------------------------------------------------------- the worker
