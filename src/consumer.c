@@ -32,6 +32,7 @@ struct cs_consumer {
 	int64_t probe_at;     /* when to ask the brokers again (cs_consumer_probe), ms */
 	int64_t reset;        /* auto.offset.reset as a logical offset (BEGINNING or END) */
 	bool read_committed;  /* isolation.level: a transaction's marker leaves a one-offset gap */
+	bool starting;        /* cs_consumer_starting(): started partitions stay paused until off */
 	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off or not needed (fetchwake.h) */
 	int64_t wake_every;   /* kick the waker after taking this many bytes (a quarter of the queue) */
 	int64_t wake_bytes;   /* bytes taken since the last kick */
@@ -459,8 +460,17 @@ cs_err_t cs_consumer_start(cs_consumer_t *c, const char *topic, int32_t partitio
 		*committed = from_kafka;
 	set_stored(c, p, stored);
 	p->ready = true;
-	resume_part(c, p, PAUSE_LOOKUP);
+	if (!c->starting)
+		resume_part(c, p, PAUSE_LOOKUP);
 	return CS_OK;
+}
+
+void cs_consumer_starting(cs_consumer_t *c, bool on)
+{
+	c->starting = on;
+	for (int i = 0; !on && i < c->nparts; i++)
+		if (c->parts[i].ready)
+			resume_part(c, &c->parts[i], PAUSE_LOOKUP);
 }
 
 void cs_consumer_wait(cs_consumer_t *c, const char *topic, int32_t partition)

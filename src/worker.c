@@ -860,6 +860,7 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 
 	if (now_ms() < w->lookup_at_ms)
 		return CS_OK;
+	cs_consumer_starting(w->cons, true); /* resumed together below */
 	for (int i = 0; i < nparts; i++) {
 		char topic[CS_MAX_TOPIC];
 		int32_t partition = parts[i].partition;
@@ -869,8 +870,10 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 			continue;
 		snprintf(topic, sizeof(topic), "%s", parts[i].topic);
 		err = read_stored(w, topic, partition, &stored);
-		if (err == CS_ERR_FATAL)
+		if (err == CS_ERR_FATAL) {
+			cs_consumer_starting(w->cons, false);
 			return err;
+		}
 		if (err != CS_OK) { /* PostgreSQL: the others would fail the same way */
 			cs_log_fields(CS_LOG_WARNING, "stored offsets not read: the assigned "
 				      "partitions wait, paused", "error", w->errstr, NULL);
@@ -893,6 +896,7 @@ static cs_err_t resolve_waiting(cs_worker_t *w)
 		w->lookup_backoff_ms = next_backoff(w, w->lookup_backoff_ms);
 	} else
 		w->lookup_backoff_ms = w->cfg->retry_backoff_ms;
+	cs_consumer_starting(w->cons, false);
 	return CS_OK;
 }
 

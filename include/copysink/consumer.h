@@ -148,6 +148,16 @@ cs_err_t cs_consumer_start(cs_consumer_t *c, const char *topic, int32_t partitio
 			   int64_t stored, int64_t *at, bool *committed, char *errstr,
 			   size_t errstr_size);
 
+/*
+ * Between cs_consumer_starting(c, true) and (c, false), partitions cs_consumer_start() starts
+ * stay paused, and are resumed together by the second call. Starting several partitions with
+ * nothing stored looks up each one's offsets on its leader's connection; a broker answers a
+ * connection's requests in order, so behind a resumed partition's Fetch (held up to
+ * fetch.wait.max.ms, 500 ms, on a quiet topic) every further lookup waited that long: a worker
+ * on a quiet topic started its partitions 500 ms apart.
+ */
+void cs_consumer_starting(cs_consumer_t *c, bool on);
+
 /* Make topic/partition wait, paused, for cs_consumer_start() (its stored offset must be read
  * again and PostgreSQL does not answer). */
 void cs_consumer_wait(cs_consumer_t *c, const char *topic, int32_t partition);

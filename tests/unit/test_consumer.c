@@ -49,6 +49,7 @@ enum {
 	C_EARLIEST,
 	C_LATEST,
 	C_UNCOMMITTED,
+	C_STARTING,
 	C_COMMITTED,
 	C_HOLD,
 	C_HOLD_ASSIGN,
@@ -72,6 +73,7 @@ static const struct {
 	[C_EARLIEST] = {"g-earliest", ONE, 1, "kafka.auto.offset.reset=earliest"},
 	[C_LATEST] = {"g-latest", ONE, 1, "kafka.auto.offset.reset=latest"},
 	[C_UNCOMMITTED] = {"g-uncommitted", ONE, 1, "kafka.isolation.level=read_uncommitted"},
+	[C_STARTING] = {"g-starting", TWO, 1},
 	[C_COMMITTED] = {"g-committed", ONE, 1},
 	[C_HOLD] = {"g-hold", ONE, 1},
 	[C_HOLD_ASSIGN] = {"g-hold-assign", ONE, 1},
@@ -665,6 +667,43 @@ static void test_start_nothing_stored(void **state)
 	assert_starts(f, C_LATEST, NMSG, false); /* the end: nothing to take */
 }
 
+/* 3d. Partitions started between cs_consumer_starting(true) and (false) stay paused until the
+ * second call, then both deliver from where they were started. */
+static void test_starting_together(void **state)
+{
+	fixture_t *f = *state;
+	cs_consumer_t *c = f->c[C_STARTING];
+	char errstr[512] = "";
+	bool seen[2] = {false, false};
+	rd_kafka_message_t *rkm;
+
+	assign(c, (int64_t[]){0, 0}, (bool[]){false, false});
+	cs_consumer_starting(c, true);
+	if (cs_consumer_start(c, TWO, 0, 3, NULL, NULL, errstr, sizeof(errstr)) != CS_OK ||
+	    cs_consumer_start(c, TWO, 1, 5, NULL, NULL, errstr, sizeof(errstr)) != CS_OK)
+		fail_msg("%s", errstr);
+	assert_true(cs_consumer_find(c, TWO, 0)->ready);
+	assert_int_not_equal(cs_consumer_find(c, TWO, 0)->paused, 0);
+	assert_int_not_equal(cs_consumer_find(c, TWO, 1)->paused, 0);
+	rkm = next_message(c, now_ms() + QUIET_MS);
+	if (rkm != NULL)
+		fail_msg("partition %d delivered offset %lld while its start was held",
+			 (int)rkm->partition, (long long)rkm->offset);
+	cs_consumer_starting(c, false);
+	assert_int_equal(cs_consumer_find(c, TWO, 0)->paused, 0);
+	assert_int_equal(cs_consumer_find(c, TWO, 1)->paused, 0);
+	while (!seen[0] || !seen[1]) {
+		rkm = next_message(c, now_ms() + DEADLINE_MS);
+		assert_non_null(rkm);
+		if (!seen[rkm->partition]) {
+			assert_int_equal(rkm->offset, rkm->partition == 0 ? 3 : 5);
+			assert_verdict(c, rkm, CS_POS_TAKE, rkm->offset);
+			seen[rkm->partition] = true;
+		}
+		rd_kafka_message_destroy(rkm);
+	}
+}
+
 /* 4. A commit at or below the position leaves it; one above moves it there, and what lies
  * below is stale. */
 static void test_committed(void **state)
@@ -848,6 +887,7 @@ int main(void)
 		cmocka_unit_test(test_unready),
 		cmocka_unit_test(test_start_early),
 		cmocka_unit_test(test_start_nothing_stored),
+		cmocka_unit_test(test_starting_together),
 		cmocka_unit_test(test_committed),
 		cmocka_unit_test(test_hold),
 		cmocka_unit_test(test_hold_then_assign),
