@@ -65,21 +65,21 @@ static const struct {
 	int nlanes;
 	const char *extra; /* one more setting (kafka.KEY=VALUE), or NULL */
 } cons_spec[NCONS] = {
-	[C_FAKE] = {"g-fake", ONE, 1},
-	[C_REAL] = {"g-real", ONE, 1},
-	[C_UNREADY] = {"g-unready", TWO, 2},
-	[C_START_EARLY] = {"g-start-early", ONE, 1},
-	[C_FROM_KAFKA] = {"g-from-kafka", ONE, 1},
+	[C_FAKE] = {"g-fake", ONE, 1, NULL},
+	[C_REAL] = {"g-real", ONE, 1, NULL},
+	[C_UNREADY] = {"g-unready", TWO, 2, NULL},
+	[C_START_EARLY] = {"g-start-early", ONE, 1, NULL},
+	[C_FROM_KAFKA] = {"g-from-kafka", ONE, 1, NULL},
 	[C_EARLIEST] = {"g-earliest", ONE, 1, "kafka.auto.offset.reset=earliest"},
 	[C_LATEST] = {"g-latest", ONE, 1, "kafka.auto.offset.reset=latest"},
 	[C_UNCOMMITTED] = {"g-uncommitted", ONE, 1, "kafka.isolation.level=read_uncommitted"},
-	[C_STARTING] = {"g-starting", TWO, 1},
-	[C_COMMITTED] = {"g-committed", ONE, 1},
-	[C_HOLD] = {"g-hold", ONE, 1},
-	[C_HOLD_ASSIGN] = {"g-hold-assign", ONE, 1},
-	[C_REVOKE] = {"g-revoke", ONE, 1},
-	[C_DESTROY_ASSIGN] = {"g-destroy-assign", ONE, 1},
-	[C_DESTROY_REVOKE] = {"g-destroy-revoke", ONE, 1},
+	[C_STARTING] = {"g-starting", TWO, 1, NULL},
+	[C_COMMITTED] = {"g-committed", ONE, 1, NULL},
+	[C_HOLD] = {"g-hold", ONE, 1, NULL},
+	[C_HOLD_ASSIGN] = {"g-hold-assign", ONE, 1, NULL},
+	[C_REVOKE] = {"g-revoke", ONE, 1, NULL},
+	[C_DESTROY_ASSIGN] = {"g-destroy-assign", ONE, 1, NULL},
+	[C_DESTROY_REVOKE] = {"g-destroy-revoke", ONE, 1, NULL},
 };
 
 typedef struct fixture {
