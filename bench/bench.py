@@ -39,15 +39,21 @@ import pgside
 import phases
 import report
 import summarize
-from entries import embedding_pool, make_entries, to_msgpack
+from entries import COLS, CopyRows, embedding_pool, make_entries, to_msgpack  # noqa: F401
 
 # The names bench/peer.py imports from this module (it runs beside it)
 from csrun import peak_rss_kb  # noqa: E402,F401
 from kafkaside import (PRODUCER, create_topic, end_offsets, produce, produce_pairs,  # noqa: F401
                        warm_up)
-from pgside import connect  # noqa: F401
+from pgside import connect, stored  # noqa: F401
 
 MIN_ROUNDS = 5
+
+
+def binary_copy(entries, kind):
+    """The entries as one binary COPY stream, the embedding as KIND (for bench/sql_variants.py,
+    which splits it into rows)."""
+    return CopyRows(entries, kind).stream()
 
 
 def embedding_kind(conn):

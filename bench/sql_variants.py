@@ -61,6 +61,7 @@ import time
 import psycopg2
 
 import bench
+from staging import wait_backends_gone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -357,19 +358,6 @@ def run_lanes(lanes, schedule, batch_sets):
             lane.conn.close()
         raise
     return [lane.close() for lane in lanes]
-
-
-def wait_backends_gone(ctl, timeout=30):
-    deadline = time.time() + timeout
-    with ctl.cursor() as cur:
-        while True:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
-            if cur.fetchone()[0] == 0:
-                return
-            if time.time() > deadline:
-                raise RuntimeError("a run's backend did not exit")
-            time.sleep(0.05)
 
 
 def table_stats(ctl, table):
