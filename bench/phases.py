@@ -310,9 +310,14 @@ def latency(s):
     rec_file.flush()
     os.sync()  # the file's pages written back before any round, not during one
     producer = rate_producer(s.t.bin)
+    # the producer's own start (connection, idempotent producer id, leaders) is not the
+    # worker's latency: it delivers a record here before its clock starts
+    warm_up = f"{s.shared.run_id}.{s.slug}.lat-warm-up"
+    kafkaside.create_topic(s.t.kafka, warm_up, partitions=1)
     try:
         r = rounds.single(s.args.latency_rounds,
-                          lambda rnd: latency_round(s, rnd, rate, rec_file.name, producer),
+                          lambda rnd: latency_round(s, rnd, rate, rec_file.name, producer,
+                                                    warm_up),
                           log, f"{s.name}: latency at {rate:,.0f} entries/s", "p99_ms")
     finally:
         rec_file.close()
@@ -339,7 +344,7 @@ def assigned(path, topic):
         return 0
 
 
-def latency_round(s, rnd, rate, rec_name, producer):
+def latency_round(s, rnd, rate, rec_name, producer, warm_up):
     t = s.t
     topic = f"{s.shared.run_id}.{s.slug}.lat{rnd}"
     kafkaside.create_topic(t.kafka, topic)
@@ -368,7 +373,8 @@ def latency_round(s, rnd, rate, rec_name, producer):
                        time.monotonic() + 60, "the partitions assigned", proc, log_name)
         th.start()
         with tempfile.NamedTemporaryFile("r", suffix=".sent") as sent:
-            conf = dict(kafkaside.PRODUCER, **{"bootstrap.servers": t.kafka, "linger.ms": 5})
+            conf = dict(kafkaside.PRODUCER, **{"bootstrap.servers": t.kafka, "linger.ms": 5,
+                                               "warm.up.topic": warm_up})
             r = subprocess.run([producer, topic, f"{rate:.3f}", rec_name, sent.name] +
                                [f"{k}={str(v).lower()}" for k, v in conf.items()],
                                capture_output=True, text=True)
@@ -395,16 +401,25 @@ def latency_round(s, rnd, rate, rec_name, producer):
     del rec["rows_per_s"]  # a fixed rate, not a throughput
     rec.update(csrun.read_log(os.path.join(t.out, log_name)))
     lat = []
+    windows = {}  # 250 ms window of send time -> its latencies: where in the round a tail is
     j = 0
+    t_first = min(sends.values()) if sends else 0
     for (part, off), at in sorted(sends.items(), key=lambda kv: kv[1]):
         while j < len(commits) and commits[j][0] < at:
             j += 1
         for tm, offs in commits[j:]:
             if offs.get(part, -1) > off:
                 lat.append((tm - at) * 1000)
+                windows.setdefault(int((at - t_first) * 4), []).append(lat[-1])
                 break
     if len(lat) != len(sends):
         raise RuntimeError(f"latency: {len(sends) - len(lat)} entries never seen committed")
+    with open(os.path.join(t.out, f"latency_{rnd}_windows.tsv"), "w") as f:
+        f.write("sent_from_s\tentries\tp50_ms\tp99_ms\tmax_ms\n")
+        for w, ls in sorted(windows.items()):
+            ls.sort()
+            f.write(f"{w / 4:.2f}\t{len(ls)}\t{ls[len(ls) // 2]:.0f}\t"
+                    f"{ls[int(len(ls) * 0.99)]:.0f}\t{ls[-1]:.0f}\n")
     lat.sort()
     rec.update(p50_ms=lat[len(lat) // 2], p99_ms=lat[int(len(lat) * 0.99)], samples=len(lat))
     return rec

@@ -9,7 +9,11 @@
  * delivered record: "partition offset send_time", the send time being the wall clock (seconds,
  * microsecond resolution) when the record was handed to librdkafka. The PROPERTY=VALUE
  * arguments configure the producer (bootstrap.servers among them): bench.py passes its own
- * producer's settings, so that both produce alike.
+ * producer's settings, so that both produce alike. warm.up.topic=NAME is the producer's own:
+ * before the clock starts it delivers one record to that topic and reads the metadata of
+ * TOPIC, so that connecting, the idempotent producer's id and the partition leaders are not
+ * part of the first records' latency (a new broker's first idempotent producer waits seconds
+ * for its transaction coordinator).
  *
  * The benchmark's producer shares a small machine with the worker, the broker and PostgreSQL;
  * written in Python it took close to half a CPU at the latency mode's rate, which the system
@@ -58,6 +62,8 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaqu
 	run_t *run = opaque;
 	sent_t *s = rkm->_private;
 	(void)rk;
+	if (s == NULL) /* the warm-up record: its failure shows in the flush before the clock */
+		return;
 	if (rkm->err) {
 		if (run->failed++ == 0)
 			snprintf(run->first_error, sizeof(run->first_error), "%s",
@@ -100,6 +106,43 @@ static long count_records(const unsigned char *p, size_t len)
 	return n;
 }
 
+/* Deliver one record to WARM_UP and read TOPIC's metadata. @returns 0, or 1 after saying why. */
+static int ready(rd_kafka_t *rk, const char *warm_up, const char *topic)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_t *rkt;
+	rd_kafka_resp_err_t e;
+	rd_kafka_vu_t vu[2] = {
+		{.vtype = RD_KAFKA_VTYPE_TOPIC, .u.cstr = warm_up},
+		{.vtype = RD_KAFKA_VTYPE_VALUE, .u.mem = {"warm-up", 7}},
+	};
+	rd_kafka_error_t *error = rd_kafka_produceva(rk, vu, 2);
+
+	if (error != NULL) {
+		fprintf(stderr, "rate-producer: warm-up: %s\n", rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+		return 1;
+	}
+	if (rd_kafka_flush(rk, 60000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		fprintf(stderr, "rate-producer: warm-up record to %s undelivered\n", warm_up);
+		return 1;
+	}
+	rkt = rd_kafka_topic_new(rk, topic, NULL);
+	if (rkt == NULL) {
+		fprintf(stderr, "rate-producer: %s: %s\n", topic,
+			rd_kafka_err2str(rd_kafka_last_error()));
+		return 1;
+	}
+	e = rd_kafka_metadata(rk, 0, rkt, &md, 30000);
+	rd_kafka_topic_destroy(rkt);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		fprintf(stderr, "rate-producer: metadata of %s: %s\n", topic, rd_kafka_err2str(e));
+		return 1;
+	}
+	rd_kafka_metadata_destroy(md);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
@@ -117,6 +160,7 @@ int main(int argc, char **argv)
 
 	/* the producer's settings first: a mistake there costs nothing to report */
 	char err[512];
+	const char *warm_up = NULL;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	for (int a = 5; a < argc; a++) {
 		char *eq = strchr(argv[a], '=');
@@ -126,6 +170,10 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		*eq = '\0';
+		if (strcmp(argv[a], "warm.up.topic") == 0) {
+			warm_up = eq + 1;
+			continue;
+		}
 		if (set(conf, argv[a], eq + 1)) {
 			rd_kafka_conf_destroy(conf);
 			return 2;
@@ -171,10 +219,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	int rc = 0;
+	int rc = warm_up != NULL ? ready(rk, warm_up, topic) : 0;
 	size_t pos = 0;
 	double t0 = mono_now();
-	for (long i = 0; i < n; i++) {
+	for (long i = 0; rc == 0 && i < n; i++) {
 		double wait = t0 + (double)i / rate - mono_now();
 		if (wait > 0.001) {
 			struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};

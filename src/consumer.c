@@ -33,7 +33,8 @@ struct cs_consumer {
 	int64_t reset;        /* auto.offset.reset as a logical offset (BEGINNING or END) */
 	bool read_committed;  /* isolation.level: a transaction's marker leaves a one-offset gap */
 	bool starting;        /* cs_consumer_starting(): started partitions stay paused until off */
-	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off or not needed (fetchwake.h) */
+	cs_fetchwake_t *fw;   /* NULL when [worker] fetch_wake = off (fetchwake.h) */
+	bool wake_on_take;    /* librdkafka < 2.2.0: kick the waker as the queue drains too */
 	int64_t wake_every;   /* kick the waker after taking this many bytes (a quarter of the queue) */
 	int64_t wake_bytes;   /* bytes taken since the last kick */
 	char fatal[256];      /* set inside a callback: the loop stops */
@@ -106,6 +107,12 @@ static void resume_part(cs_consumer_t *c, cs_consumer_part_t *p, unsigned why)
 		rd_kafka_topic_partition_list_t *list = one(p->topic, p->partition, 0);
 		rd_kafka_resume_partitions(c->rk, list);
 		rd_kafka_topic_partition_list_destroy(list);
+		/* a resume does not wake the broker thread (librdkafka 2.0.2 to 2.8.0): it would
+		 * fetch the partition only when it next wakes, up to a second later (measured at
+		 * start-up: the first batch 1.0 s after the assignment, behind a second's
+		 * backlog; with the kick 18 ms after the first entry was produced) */
+		if (c->fw != NULL)
+			cs_fetchwake_kick(c->fw);
 	}
 }
 
@@ -582,7 +589,7 @@ void cs_consumer_commit(cs_consumer_t *c, const rd_kafka_topic_partition_list_t 
 void cs_consumer_taken(cs_consumer_t *c, size_t bytes)
 {
 	c->wake_bytes += (int64_t)bytes;
-	if (c->fw != NULL && c->wake_bytes >= c->wake_every) {
+	if (c->fw != NULL && c->wake_on_take && c->wake_bytes >= c->wake_every) {
 		cs_fetchwake_kick(c->fw);
 		c->wake_bytes = 0;
 	}
@@ -591,6 +598,11 @@ void cs_consumer_taken(cs_consumer_t *c, size_t bytes)
 const char *cs_consumer_fatal(const cs_consumer_t *c)
 {
 	return c->fatal[0] != '\0' ? c->fatal : NULL;
+}
+
+uint64_t cs_consumer_wakeups(cs_consumer_t *c)
+{
+	return c->fw != NULL ? cs_fetchwake_count(c->fw) : 0;
 }
 
 rd_kafka_t *cs_consumer_rk(cs_consumer_t *c)
@@ -771,8 +783,10 @@ cs_consumer_t *cs_consumer_new(const cs_config_t *cfg, const cs_replay_opts_t *r
 	}
 	conf = NULL; /* owned by rk now */
 	rd_kafka_poll_set_consumer(c->rk);
-	if (fetch_wake_on(cfg) && cs_fetchwake_needed(rd_kafka_version()) &&
-	    (c->fw = cs_fetchwake_new(c->rk)) == NULL) {
+	/* the waker wakes the fetcher after a resume on every version, and after the queue
+	 * drained where librdkafka lacks fetch.queue.backoff.ms (fetchwake.h) */
+	c->wake_on_take = cs_fetchwake_needed(rd_kafka_version());
+	if (fetch_wake_on(cfg) && (c->fw = cs_fetchwake_new(c->rk)) == NULL) {
 		snprintf(errstr, errstr_size, "could not start the fetch waker thread");
 		goto fail;
 	}

@@ -84,6 +84,11 @@ void cs_consumer_destroy(cs_consumer_t *c);
 /* The librdkafka handle, for the replay and the watermarks (borrowed). */
 rd_kafka_t *cs_consumer_rk(cs_consumer_t *c);
 
+/* How many wake-ups the fetch waker has sent (0 with [worker] fetch_wake = off). Every resume
+ * of a partition asks for one: librdkafka's broker thread does not notice a resume and would
+ * fetch the partition only when it next wakes, up to a second later. */
+uint64_t cs_consumer_wakeups(cs_consumer_t *c);
+
 /* The partition assignment strategy the consumer uses when [kafka] does not set one:
  * cooperative-sticky from librdkafka 2.4.0 on, roundrobin (eager) before, where closing
  * during a rebalance can abort the process (librdkafka issue 4312, fixed in 2.3.0) and a

@@ -11,12 +11,14 @@
  *
  * librdkafka 2.2.0 and later (Debian 13 ships 2.8.0) instead back such a partition off for
  * fetch.queue.backoff.ms (1000 by default) and do not fetch it before that time, whatever
- * wakes the broker thread: there the waker would wake nothing. The consumer then starts no
- * waker and sets fetch.queue.backoff.ms to CS_FETCHWAKE_BACKOFF_MS unless [kafka] sets it
+ * wakes the broker thread: there waking after the queue drained would wake nothing. The
+ * consumer sets fetch.queue.backoff.ms to CS_FETCHWAKE_BACKOFF_MS unless [kafka] sets it
  * (cs_fetchwake_needed() tells the two apart).
  *
- * The loop calls cs_fetchwake_kick() whenever it has taken a good part of the queue; the
- * request runs on the waker's own thread, so the loop never waits for the broker.
+ * On every version a resumed partition has the same wait: a resume does not wake the broker
+ * thread either. The consumer calls cs_fetchwake_kick() after every resume, and before 2.2.0
+ * also whenever the loop has taken a good part of the queue; the request runs on the waker's
+ * own thread, so the loop never waits for the broker.
  */
 #ifndef COPYSINK_FETCHWAKE_H
 #define COPYSINK_FETCHWAKE_H
@@ -35,7 +37,7 @@ typedef struct cs_fetchwake cs_fetchwake_t;
 #define CS_FETCHWAKE_BACKOFF_MS 10
 
 /* @returns true when librdkafka version `rdkafka_version` (as rd_kafka_version() returns it)
- * needs the waker: before 2.2.0, which has no fetch.queue.backoff.ms. */
+ * needs the waker as its queue drains: before 2.2.0, which has no fetch.queue.backoff.ms. */
 bool cs_fetchwake_needed(int rdkafka_version);
 
 /* Start the waker for consumer `rk` (borrowed: it must outlive the waker).

@@ -676,6 +676,7 @@ static void test_starting_together(void **state)
 	char errstr[512] = "";
 	bool seen[2] = {false, false};
 	rd_kafka_message_t *rkm;
+	uint64_t woken;
 
 	assign(c, (int64_t[]){0, 0}, (bool[]){false, false});
 	cs_consumer_starting(c, true);
@@ -689,9 +690,17 @@ static void test_starting_together(void **state)
 	if (rkm != NULL)
 		fail_msg("partition %d delivered offset %lld while its start was held",
 			 (int)rkm->partition, (long long)rkm->offset);
+	woken = cs_consumer_wakeups(c);
 	cs_consumer_starting(c, false);
 	assert_int_equal(cs_consumer_find(c, TWO, 0)->paused, 0);
 	assert_int_equal(cs_consumer_find(c, TWO, 1)->paused, 0);
+	/* the resume woke the fetcher (it would otherwise wait for its broker thread's next
+	 * wake-up, up to a second) */
+	for (int64_t until = now_ms() + DEADLINE_MS; cs_consumer_wakeups(c) == woken;) {
+		if (now_ms() > until)
+			fail_msg("no fetch wake-up after the partitions were resumed");
+		nanosleep(&(struct timespec){0, 10000000}, NULL);
+	}
 	while (!seen[0] || !seen[1]) {
 		rkm = next_message(c, now_ms() + DEADLINE_MS);
 		assert_non_null(rkm);
