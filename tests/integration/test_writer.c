@@ -504,8 +504,9 @@ static void test_rejected_rows(void **state)
 	 copysink_offset, ',' ORDER BY id) FROM items WHERE created_at IS NOT NULL"
 
 /* The direct path: a batch of new keys is COPYed straight into the table, with its source;
- * a batch meeting an existing key is merged instead, with the same outcome, and the next
- * batch merges without trying; a batch holding a delete merges. */
+ * a batch whose first, middle or last key exists is merged without trying; one whose existing
+ * key is elsewhere fails the direct COPY, is merged with the same outcome, and the next batch
+ * merges without trying; a batch holding a delete merges. */
 static void test_direct_path(void **state)
 {
 	cs_writer_t *w = new_writer("g");
@@ -519,29 +520,44 @@ static void test_direct_path(void **state)
 	assert_true(cs_writer_table_stats(w, 0)->direct);
 	assert_int_equal(cs_writer_table_stats(w, 0)->merged, 2);
 	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)), "1=a2@0:1,2=b@1:0");
-	/* key 2 exists: declined, merged */
+	/* key 2 exists and is the batch's first: looked up, merged without a direct COPY, so the
+	 * next batch of new keys goes straight in again */
 	add(b, 0, 2, 2, "b2");
 	add(b, 0, 3, 3, "c");
 	write_batch(w, b);
 	assert_false(cs_writer_table_stats(w, 0)->direct);
 	assert_int_equal(cs_writer_table_stats(w, 0)->merged, 2);
 	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)), "1=a2@0:1,2=b2@0:2,3=c@0:3");
-	/* the next batch merges without trying, the one after tries again */
 	add(b, 0, 4, 4, "d");
 	write_batch(w, b);
+	assert_true(cs_writer_table_stats(w, 0)->direct);
+	/* key 3 exists as the second of five, which the lookup does not see: the direct COPY
+	 * fails and is rolled back, the batch merges; the next batch merges without trying, the
+	 * one after tries again */
+	add(b, 0, 5, 10, "g");
+	add(b, 0, 6, 3, "c2");
+	add(b, 0, 7, 11, "h");
+	add(b, 0, 8, 12, "i");
+	add(b, 0, 9, 13, "j");
+	write_batch(w, b);
 	assert_false(cs_writer_table_stats(w, 0)->direct);
-	add(b, 0, 5, 5, "e");
+	assert_int_equal(cs_writer_table_stats(w, 0)->merged, 5);
+	add(b, 0, 10, 14, "k");
+	write_batch(w, b);
+	assert_false(cs_writer_table_stats(w, 0)->direct);
+	add(b, 0, 11, 15, "l");
 	write_batch(w, b);
 	assert_true(cs_writer_table_stats(w, 0)->direct);
 	/* a delete: merged */
-	add(b, 0, 6, 6, "f");
-	add_delete(b, 0, 7, 1);
+	add(b, 0, 12, 6, "f");
+	add_delete(b, 0, 13, 1);
 	write_batch(w, b);
 	assert_false(cs_writer_table_stats(w, 0)->direct);
 	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)),
-			    "2=b2@0:2,3=c@0:3,4=d@0:4,5=e@0:5,6=f@0:6");
+			    "2=b2@0:2,3=c2@0:6,4=d@0:4,6=f@0:12,10=g@0:5,11=h@0:7,12=i@0:8,"
+			    "13=j@0:9,14=k@0:10,15=l@0:11");
 	assert_string_equal(query("SELECT next_offset FROM copysink_offsets WHERE partition = 0", v,
-				  sizeof(v)), "8");
+				  sizeof(v)), "14");
 	cs_batch_destroy(b);
 	cs_writer_destroy(w);
 }
