@@ -57,7 +57,8 @@ const keydef_t cs_conf_keys[] = {
 	{"worker", "retry_backoff_max_ms", KT_INT, "10000", 1, 3600000, NULL, NULL,
 	 FIELD(retry_backoff_max_ms), "longest delay before a retry"},
 	{"worker", "fetch_wake", KT_ENUM, "on", 0, 0, "on|off", NULL, FIELD(worker_fetch_wake),
-	 "fetch again as soon as the prefetch queue has room, not up to 1 s later"},
+	 "fetch again as soon as the prefetch queue has room or a partition is resumed, not up "
+	 "to 1 s later"},
 	{"worker", "max_message_bytes", KT_INT, "16777216", 1024, 1073741824, NULL, NULL,
 	 FIELD(max_message_bytes), "larger message values are dead-lettered unread"},
 	{"worker", "log_format", KT_ENUM, "logfmt", 0, 0, "logfmt|json", NULL, FIELD(log_format),
