@@ -894,8 +894,9 @@ static int sort_by_key(cs_batch_t *b, int t, size_t *idx, size_t n)
 
 /* Whether one of the batch's first, middle and last keys is in the target already.
  * @returns 1 when one is (or a key cannot be read: the batch merges), 0 when none is or the
- * lookup failed on a live connection (then the savepoint is restored, the direct COPY tried
- * as without the lookup, and the table not probed again), -1 on an infrastructure error. */
+ * lookup failed for a reason a retry would not change (then the savepoint is restored, the
+ * direct COPY tried as without the lookup, and the table not probed again), -1 on an
+ * infrastructure error (the batch is retried). */
 static int probe_keys(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, size_t n)
 {
 	const cs_batch_table_t *tab = cs_batch_table(b, t);
@@ -931,10 +932,12 @@ static int probe_keys(cs_writer_t *w, cs_batch_t *b, int t, const size_t *idx, s
 		PQclear(res);
 		return found;
 	}
-	note_error(w, res);
-	PQclear(res);
-	if (PQstatus(w->conn) != CONNECTION_OK)
+	/* a lost connection, a shutdown, a lock or statement timeout: the batch is retried */
+	if (note_error(w, res) == CS_ERR_RETRIABLE) {
+		PQclear(res);
 		return -1;
+	}
+	PQclear(res);
 	cs_log_fields(CS_LOG_WARNING, "key lookup before the direct COPY failed: not used again",
 		      "table", w->specs[t].name, "error", w->message, NULL);
 	w->sql[t].probe[0] = '\0';

@@ -112,24 +112,30 @@ static void add_delete(cs_batch_t *b, int32_t partition, int64_t offset, int64_t
 /* Write the batch, expecting for each of its partitions the offset stored now. The tests pick
  * their offsets freely: a batch that starts above the stored offset covers the partition from
  * it, as the consumer's batches do across a gap in the log. */
-static cs_err_t write_batch(cs_writer_t *w, cs_batch_t *b)
+static cs_err_t try_write_batch(cs_writer_t *w, cs_batch_t *b, char *err, size_t errsize)
 {
 	int nparts;
 	const cs_batch_part_t *parts = cs_batch_parts(b, &nparts);
 	int64_t expected[8];
-	char err[512];
-	cs_err_t rc;
 
 	assert_true(nparts <= 8);
-	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_OK);
+	assert_int_equal(cs_writer_connect(w, err, errsize), CS_OK);
 	for (int i = 0; i < nparts; i++)
 		assert_int_equal(cs_writer_stored_offset(w, parts[i].topic, parts[i].partition,
-							 &expected[i], err, sizeof(err)),
+							 &expected[i], err, errsize),
 				 CS_OK);
 	for (int i = 0; i < nparts; i++)
 		if (expected[i] >= 0)
 			cs_batch_cover_from(b, i, expected[i]);
-	rc = cs_writer_write(w, b, expected, on_reject, NULL, err, sizeof(err));
+	return cs_writer_write(w, b, expected, on_reject, NULL, err, errsize);
+}
+
+/* The same, expecting it written; the batch is emptied for the next one. */
+static cs_err_t write_batch(cs_writer_t *w, cs_batch_t *b)
+{
+	char err[512];
+	cs_err_t rc = try_write_batch(w, b, err, sizeof(err));
+
 	if (rc != CS_OK)
 		fail_msg("write failed: %s", err);
 	cs_batch_reset(b);
@@ -558,6 +564,52 @@ static void test_direct_path(void **state)
 			    "13=j@0:9,14=k@0:10,15=l@0:11");
 	assert_string_equal(query("SELECT next_offset FROM copysink_offsets WHERE partition = 0", v,
 				  sizeof(v)), "14");
+	cs_batch_destroy(b);
+	cs_writer_destroy(w);
+}
+
+/* A key lookup that fails for a reason a retry can change (here a lock timeout while another
+ * session holds the table) fails the batch as retriable and keeps the lookup: after the retry
+ * a batch whose first key exists merges at once, and the next batch of new keys goes straight
+ * in again (with the lookup dropped, that batch's direct COPY would fail and back off). */
+static void test_direct_lookup_retried(void **state)
+{
+	char info[1100], err[512], v[512];
+	cs_writer_t *w;
+	cs_batch_t *b = cs_batch_new(&spec, 1);
+	PGconn *locker = PQconnectdb(conninfo);
+	PGresult *res;
+	cs_err_t rc;
+
+	snprintf(info, sizeof(info), "%s options='-c lock_timeout=300'", conninfo);
+	w = cs_writer_new(info, &spec, 1, "g");
+	assert_non_null(w);
+	cs_writer_set_direct(w, true);
+	cs_writer_set_staging(w, staging_from_env());
+	add(b, 0, 0, 1, "a");
+	write_batch(w, b);
+	assert_true(cs_writer_table_stats(w, 0)->direct);
+	res = PQexec(locker, "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	add(b, 0, 1, 2, "b");
+	rc = try_write_batch(w, b, err, sizeof(err));
+	res = PQexec(locker, "ROLLBACK"); /* before any check: a failed one would leave it held */
+	PQclear(res);
+	PQfinish(locker);
+	print_message("write while the table is locked: %s\n", err);
+	assert_int_equal(rc, CS_ERR_RETRIABLE);
+	assert_non_null(strstr(err, "lock timeout"));
+	write_batch(w, b); /* the same batch again */
+	assert_true(cs_writer_table_stats(w, 0)->direct);
+	add(b, 0, 2, 1, "a2");
+	add(b, 0, 3, 3, "c");
+	write_batch(w, b);
+	assert_false(cs_writer_table_stats(w, 0)->direct);
+	add(b, 0, 4, 4, "d");
+	write_batch(w, b);
+	assert_true(cs_writer_table_stats(w, 0)->direct);
+	assert_string_equal(query(SOURCE_SQL, v, sizeof(v)), "1=a2@0:2,2=b@0:1,3=c@0:3,4=d@0:4");
 	cs_batch_destroy(b);
 	cs_writer_destroy(w);
 }
@@ -996,6 +1048,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_direct_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_direct_lookup_retried, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resolved_spec_untouched, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_direct_off, setup, teardown),
