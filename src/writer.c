@@ -490,8 +490,10 @@ static cs_err_t prepare_tables(cs_writer_t *w, char *errstr, size_t errstr_size)
 		}
 		w->sql[t].staged = true;
 	}
+	/* the table missing is fatal; the connection lost while asking (a server restarting) is
+	 * not */
 	if (cs_schema_check_offsets(w->conn, errstr, errstr_size) != 0)
-		return CS_ERR_FATAL;
+		return PQstatus(w->conn) == CONNECTION_OK ? CS_ERR_FATAL : CS_ERR_RETRIABLE;
 	return CS_OK;
 }
 
@@ -539,10 +541,11 @@ static cs_err_t connect_with(cs_writer_t *w, const char *connect_timeout, char *
 		/* before any temporary table of the session is touched, or PostgreSQL refuses it */
 		snprintf(sql, sizeof(sql), "SET temp_buffers = '%lldkB'",
 			 (long long)w->temp_buffers_kb);
-		if (run(w, sql, NULL) != CS_OK) {
+		err = run(w, sql, NULL);
+		if (err != CS_OK) {
 			snprintf(errstr, errstr_size, "could not set temp_buffers: %s", w->message);
 			cs_writer_disconnect(w);
-			return CS_ERR_FATAL;
+			return err == CS_ERR_RETRIABLE ? CS_ERR_RETRIABLE : CS_ERR_FATAL;
 		}
 	}
 	err = prepare_tables(w, errstr, errstr_size);

@@ -735,6 +735,31 @@ static void test_unreachable(void **state)
 	cs_writer_destroy(w);
 }
 
+/* A connection lost while the writer connects (here at the check of the offsets table, the
+ * last of its checks: a function in front of to_regclass ends its own backend) is retriable,
+ * as a server restarting at that moment is; the next connect succeeds. */
+static void test_connect_lost_at_check(void **state)
+{
+	char info[1100], err[512], v[64];
+	cs_writer_t *w;
+
+	query("CREATE FUNCTION public.to_regclass(t text) RETURNS regclass LANGUAGE plpgsql AS "
+	      "$$BEGIN IF t = 'copysink_offsets' THEN PERFORM pg_terminate_backend(pg_backend_pid());"
+	      " PERFORM pg_sleep(10); END IF; RETURN pg_catalog.to_regclass(t); END$$",
+	      v, sizeof(v));
+	snprintf(info, sizeof(info), "%s options='-c search_path=public,pg_catalog'", conninfo);
+	w = cs_writer_new(info, &spec, 1, "g");
+	assert_non_null(w);
+	cs_writer_set_staging(w, staging_from_env());
+	err[0] = '\0';
+	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_ERR_RETRIABLE);
+	print_message("connection ended at the check: %s\n", err);
+	assert_non_null(strstr(err, "copysink_offsets"));
+	query("DROP FUNCTION public.to_regclass(text)", v, sizeof(v));
+	assert_int_equal(cs_writer_connect(w, err, sizeof(err)), CS_OK);
+	cs_writer_destroy(w);
+}
+
 /* Merged and deleted counts are exact and apart: N inserts and updates count N merged, M
  * tombstones of existing keys count M deleted, a tombstone of a missing key counts nothing;
  * a key deleted and written again in one batch counts once in each. */
@@ -1063,6 +1088,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rows_stay_inline, setup_merge_only, teardown),
 		cmocka_unit_test_setup_teardown(test_shape_mismatch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreachable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connect_lost_at_check, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deleted_count, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deleted_count_bisect, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_lost, setup, teardown),
