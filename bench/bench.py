@@ -9,7 +9,7 @@ pgvector, real[] where not), the rows in the column's binary form, then the phas
 and their topics are made once and shared by the servers.
 
 Phases (--phases, default headline,writers,seed,peer,latency; optional toast,batch,staging,
-profile):
+profile,ab):
   headline  at the defaults: new keys vs the raw binary COPY over as many connections as the
             worker's writers; every key existing vs binary COPY into a temp table + one
             INSERT ... ON CONFLICT DO UPDATE per batch of copysink's size (the median of the
@@ -19,6 +19,8 @@ profile):
   seed      copysink at the defaults vs the seed's StringIO text COPY + ON CONFLICT
   peer      copysink at the defaults vs the peer, new keys and updates, --peer-entries rows
   latency   p99 produce -> commit at half the headline's new-keys median, the defaults
+  ab        copysink at the defaults vs copysink with --ab-set's settings, new keys and
+            updates on the headline's topics (what one setting changes)
 Each comparison runs --rounds paired rounds (A first in odd rounds, B first in even ones) and
 reports the median of each side, the ratio of medians, min and max. Writes OUT/results.json
 (every figure) and OUT/results.md (made from results.json only), logs in OUT/logs/<server>/.
@@ -191,6 +193,12 @@ def overrides(args):
         o.setdefault("batch", {})["max_bytes"] = args.max_bytes
     if args.linger_ms is not None:
         o.setdefault("batch", {})["linger_ms"] = args.linger_ms
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        sec, dot, key = name.partition(".")
+        if not sep or not dot or not sec or not key:
+            raise SystemExit(f"--set {item}: expected SECTION.KEY=VALUE")
+        o.setdefault(sec, {})[key] = value
     return o
 
 
@@ -248,6 +256,13 @@ def parse_args():
                          "worker's default)")
     ap.add_argument("--linger-ms", type=int, default=None,
                     help="[batch] linger_ms for every run (default: not written)")
+    ap.add_argument("--ab-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="the ab phase: the settings of side B (repeatable); side A runs at "
+                         "the defaults")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="any setting of the worker's configuration for every run, e.g. "
+                         "kafka.queued.max.messages.kbytes=7000 (repeatable; the results "
+                         "then describe those settings, not the defaults)")
     ap.add_argument("--toast-entries", type=int, default=50_000,
                     help="rows per width of the toast phase")
     ap.add_argument("--batch-sizes", default="1000,2500,5000,10000,20000",

@@ -532,7 +532,38 @@ def profile(s):
     s.res["profile"] = {"file": os.path.join(s.t.out, "profile.txt")}
 
 
+def ab(s):
+    """Paired rounds of copysink at the defaults (A) against copysink with --ab-set's settings
+    (B), new keys and update on the headline's topics: what one setting changes, throughput
+    and peak RSS, the same rows and rounds on both sides."""
+    settings = {}
+    for item in s.args.ab_set:
+        name, sep, value = item.partition("=")
+        sec, dot, key = name.partition(".")
+        if not sep or not dot or not sec or not key:
+            raise RuntimeError(f"--ab-set {item}: expected SECTION.KEY=VALUE")
+        settings.setdefault(sec, {})[key] = value
+    if not settings:
+        raise RuntimeError("the ab phase needs at least one --ab-set SECTION.KEY=VALUE")
+    n, topics = s.n, s.shared.topics
+    res = rounds.paired_set(s.args.rounds, [
+        ("ab new keys",
+         lambda rnd: copysink_new(s, topics["new"], n, f"ab_new_a_{rnd}.log"),
+         lambda rnd, a: copysink_new(s, topics["new"], n, f"ab_new_b_{rnd}.log", settings)),
+        ("ab update",
+         lambda rnd: copysink_update(s, topics["upd"], n, s.rows_new, f"ab_upd_a_{rnd}.log"),
+         lambda rnd, a: copysink_update(s, topics["upd"], n, s.rows_new, f"ab_upd_b_{rnd}.log",
+                                        settings)),
+    ], log)
+    for r in res.values():
+        for side in ("a", "b"):
+            r[side + "_peak_rss_kb"] = rounds.summary([p[side]["peak_rss_kb"]
+                                                       for p in r["rounds"]], False)
+    s.res["ab"] = {"b_settings": settings, "new": res["ab new keys"],
+                   "update": res["ab update"]}
+
+
 PHASES = {"headline": headline, "writers": writers, "seed": seed, "peer": peer,
           "latency": latency, "toast": toast, "batch": batch, "staging": staging_phase,
-          "profile": profile}
+          "profile": profile, "ab": ab}
 DEFAULT_PHASES = ("headline", "writers", "seed", "peer", "latency")

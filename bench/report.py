@@ -62,7 +62,7 @@ def headline(res):
         conns = sorted({p["b"]["connections"] for p in h["new"]["rounds"]})
         bsz = sorted({p["b"]["batch_rows"] for p in h["update"]["rounds"]})
         conns_u = sorted({p["b"]["connections"] for p in h["update"]["rounds"]})
-        lines += [f"### Headline: the defaults, {r} paired rounds, {res['entries']:,} entries",
+        lines += [f"### Headline: {SETTINGS['label']}, {r} paired rounds, {res['entries']:,} entries",
                   "", *CMP_HEAD,
                   cmp_row(f"new keys vs raw binary COPY ({'/'.join(map(str, conns))} "
                           "connection(s))", h["new"]),
@@ -169,8 +169,8 @@ def latency(res):
         return [f"### Latency: not measured ({lat.get('reason')})", ""]
     s = lat["summary"]
     linger = max((r.get("linger_ms") or 0) for r in lat["rounds"])
-    lines = [f"### Latency at {lat['rate']:,.0f} entries/s ({lat['rate_source']}), the "
-             f"defaults, {len(lat['rounds'])} rounds of {lat['seconds']:g} s", "",
+    lines = [f"### Latency at {lat['rate']:,.0f} entries/s ({lat['rate_source']}), "
+             f"{SETTINGS['label']}, {len(lat['rounds'])} rounds of {lat['seconds']:g} s", "",
              f"p99 produce -> commit: median of the rounds {n0(s['median'])} ms (min "
              f"{n0(s['min'])}, max {n0(s['max'])}); target ≤ linger_ms + 100 = {linger + 100} ms: "
              f"{met(s['median'] <= linger + 100)}. p50: median {n0(lat['p50_summary']['median'])} "
@@ -216,6 +216,23 @@ def optional(res):
         lines.append("")
     if res.get("staging"):
         lines += [f"### staging = session against transaction: {res['logs']}/staging.md", ""]
+    a = res.get("ab")
+    if a:
+        b_set = ", ".join(f"[{sec}] {k} = {v}" for sec, kv in a["b_settings"].items()
+                          for k, v in kv.items())
+        lines += [f"### A/B: the defaults (A) against {b_set} (B), "
+                  f"{len(a['new']['rounds'])} paired rounds", "",
+                  "| case | A rows/s median (min–max) | B rows/s median (min–max) | A / B "
+                  "(ratio of medians) | A peak RSS MB (max) | B peak RSS MB (max) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for case in ("new", "update"):
+            r = a[case]
+            lines.append(f"| {case} | {n0(r['a']['median'])} ({n0(r['a']['min'])}–"
+                         f"{n0(r['a']['max'])}) | {n0(r['b']['median'])} ({n0(r['b']['min'])}–"
+                         f"{n0(r['b']['max'])}) | {n2(r['ratio_of_medians'])} "
+                         f"| {n0(r['a_peak_rss_kb']['max'] / 1024)} "
+                         f"| {n0(r['b_peak_rss_kb']['max'] / 1024)} |")
+        lines.append("")
     return lines
 
 
@@ -256,8 +273,15 @@ def targets(res):
     return lines + [""]
 
 
+# how the results name the worker's settings: "the defaults" unless --set gave some
+SETTINGS = {"label": "the defaults"}
+
+
 def render(results):
     run = results["run"]
+    SETTINGS["label"] = ("the defaults" if not run.get("overrides") else
+                         "settings " + ", ".join(f"[{sec}] {k} = {v}" for sec, kv in
+                                                 run["overrides"].items() for k, v in kv.items()))
     lines = []
     title = "# copysink benchmark"
     if run.get("quick"):

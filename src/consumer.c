@@ -628,13 +628,18 @@ static bool fetch_wake_on(const cs_config_t *cfg)
 	return cfg->worker_fetch_wake == NULL || strcmp(cfg->worker_fetch_wake, "off") != 0;
 }
 
-/* The consumer's memory counts against the cap of 3 x max_bytes: librdkafka's prefetch queue,
- * which one fetch response may overshoot, gets one batch's worth between them (fetch.max.bytes
- * max_bytes / 8 within [max(1 MiB, message.max.bytes), 50 MiB], the queue the rest, or half of
- * the rest with fetch_wake on). librdkafka stops fetching for up to a second whenever that
- * queue is full, unless the waker wakes it or, from 2.2.0 on, fetch.queue.backoff.ms is short
- * (fetchwake.h); a larger queued.max.messages.kbytes buys throughput with memory
- * (docs/BENCHMARKS.md). @returns 0, or -1 with errstr. */
+/* The consumer's memory counts against the cap of 3 x max_bytes: librdkafka's prefetch queue
+ * and one fetch response get one batch's worth between them (fetch.max.bytes max_bytes / 8
+ * within [max(1 MiB, message.max.bytes), 50 MiB], the queue a quarter of the rest with
+ * fetch_wake on, the whole rest with it off). The
+ * queue's limit counts the messages' bytes, but a compressed message set is decompressed
+ * into a buffer librdkafka sizes before it knows the result: 4 x the compressed bytes for
+ * lz4 from producers that leave the frame's content size out (librdkafka's and Java's), kept
+ * until the last message of the set is destroyed. Entries whose embeddings barely compress,
+ * in small sets, then held 4 x the queue's bytes: 55-63 MB for a 14 MB queue, peak RSS 146
+ * MB against the cap's 128 (docs/BENCHMARKS.md). librdkafka stops fetching for up to a
+ * second whenever the queue is full, unless the waker wakes it or, from 2.2.0 on,
+ * fetch.queue.backoff.ms is short (fetchwake.h). @returns 0, or -1 with errstr. */
 static int set_sizes(rd_kafka_conf_t *conf, const cs_config_t *cfg, char *errstr,
 		     size_t errstr_size)
 {
@@ -652,10 +657,12 @@ static int set_sizes(rd_kafka_conf_t *conf, const cs_config_t *cfg, char *errstr
 		fetch_bytes = 1048576;
 	queue_kbytes = (cfg->batch_max_bytes - fetch_bytes) / 1024;
 	/* with fetch_wake on the queue refills within a round trip (plus CS_FETCHWAKE_BACKOFF_MS
-	 * from librdkafka 2.2.0 on), not a second: half of it keeps the writer as busy
-	 * (measured with the waker: docs/BENCHMARKS.md) and holds 14 MB less */
+	 * from librdkafka 2.2.0 on), not a second: a quarter (at 4 x for decompression) keeps
+	 * the writers as busy (measured with the waker: docs/BENCHMARKS.md); without the waker
+	 * the writers idle unless the queue holds the whole of it, which buys throughput with
+	 * memory over the cap */
 	if (fetch_wake_on(cfg))
-		queue_kbytes /= 2;
+		queue_kbytes /= 4;
 	snprintf(fetch, sizeof(fetch), "%lld", (long long)fetch_bytes);
 	snprintf(kbytes, sizeof(kbytes), "%lld",
 		 (long long)(queue_kbytes > 1024 ? queue_kbytes : 1024));
