@@ -4,10 +4,13 @@
  * Only this file exits the process. Exit codes: 0 success, 1 runtime failure (PostgreSQL or
  * Kafka unusable, a check failed), 2 usage or configuration error.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,80 @@ static void on_signal(int sig)
 	if (stop_requested)
 		_exit(128 + sig);
 	stop_requested = 1;
+}
+
+/*
+ * The close guard: once the loop has returned, what is left (leaving the group, closing the
+ * Kafka clients and the connections) must not keep the process alive. librdkafka 2.0.2's
+ * rd_kafka_destroy() waits for ever when its broker thread keeps a reference it never drops:
+ * a consumer whose topic was deleted while it held partitions hung there after SIGTERM
+ * (tests/integration/test_reliability.py::test_sigterm_after_topic_deleted). By then every
+ * batch the worker wrote is committed with its offsets, and what it did not write is read
+ * again by the next worker, so exiting without the rest loses nothing.
+ */
+#define CLOSE_TIMEOUT_MS 5000
+
+typedef struct close_guard {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	pthread_t thread;
+} close_guard_t;
+
+static void *close_guard_run(void *arg)
+{
+	close_guard_t *g = arg;
+	struct timespec until;
+	bool done;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += CLOSE_TIMEOUT_MS / 1000;
+	pthread_mutex_lock(&g->mu);
+	while (!g->done && pthread_cond_timedwait(&g->cv, &g->mu, &until) != ETIMEDOUT)
+		;
+	done = g->done;
+	pthread_mutex_unlock(&g->mu);
+	if (!done) {
+		cs_error("the Kafka and PostgreSQL clients did not close within %d ms of the loop's end: "
+			 "exiting without them; nothing is lost, what was not committed is read again by "
+			 "the next worker", CLOSE_TIMEOUT_MS);
+		_exit(EXIT_FAILURE);
+	}
+	return NULL;
+}
+
+/* Start the guard. @returns 0, or -1 when it could not start (the close then runs unguarded) */
+static int close_guard_start(close_guard_t *g)
+{
+	pthread_condattr_t attr;
+	int rc;
+
+	g->done = false;
+	if (pthread_condattr_init(&attr) != 0)
+		return -1;
+	rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
+	     pthread_mutex_init(&g->mu, NULL) != 0 || pthread_cond_init(&g->cv, &attr) != 0
+		     ? -1
+		     : 0;
+	pthread_condattr_destroy(&attr);
+	if (rc == 0 && pthread_create(&g->thread, NULL, close_guard_run, g) != 0) {
+		pthread_cond_destroy(&g->cv);
+		pthread_mutex_destroy(&g->mu);
+		rc = -1;
+	}
+	return rc;
+}
+
+/* The close finished in time: stop the guard. */
+static void close_guard_stop(close_guard_t *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->done = true;
+	pthread_cond_signal(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	pthread_join(g->thread, NULL);
+	pthread_cond_destroy(&g->cv);
+	pthread_mutex_destroy(&g->mu);
 }
 
 /* Options shared by the subcommands. */
@@ -276,6 +353,8 @@ static int cmd_run(cs_config_t *cfg, const cs_replay_opts_t *replay)
 	cs_worker_t *w;
 	cs_err_t err;
 	char errstr[1024];
+	close_guard_t guard;
+	bool guarded;
 
 	if (cfg->ntables == 0) {
 		cs_error("no [table NAME] section in the configuration: nothing to consume");
@@ -317,9 +396,15 @@ static int cmd_run(cs_config_t *cfg, const cs_replay_opts_t *replay)
 	err = cs_worker_run(w, &stop_requested, errstr, sizeof(errstr));
 	if (err != CS_OK)
 		cs_error("%s", errstr);
-	/* 5. leave the group, flush the dead-letter producer, close the connection, stop HTTP */
+	/* 5. leave the group, flush the dead-letter producer, close the connection, stop HTTP,
+	 *    within CLOSE_TIMEOUT_MS */
+	guarded = close_guard_start(&guard) == 0;
+	if (!guarded)
+		cs_warn("could not start the close guard: the close runs without a time limit");
 	cs_worker_destroy(w);
 	cs_http_stop(http);
+	if (guarded)
+		close_guard_stop(&guard);
 	cs_stats_shared_cleanup(&shared);
 	cs_info("copysink stopped");
 	return err == CS_OK ? EXIT_SUCCESS : EXIT_FAILURE;

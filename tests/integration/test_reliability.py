@@ -175,6 +175,43 @@ def test_sigterm_writes_pending_batch(tmp_path, database, kafka, workers, copysi
     assert_events_exactly_once(database, ids)
 
 
+def test_sigterm_after_topic_deleted(tmp_path, database, kafka, workers, copysink_bin):
+    """The topic is deleted while the worker holds its partitions, then SIGTERM: the worker
+    exits within its grace period and the close guard's 5 s, whatever librdkafka does (2.0.2
+    waited in rd_kafka_destroy() for ever here). Exit 0 when the Kafka client closes, 1 with
+    the guard's error when it does not; every entry it committed is in the table once."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 500, "linger_ms": 100},
+                           kafka_settings=FAST_SESSION)
+    migrate(copysink_bin, config)
+    w = workers(config).start()
+    w.wait_log(ASSIGNED, timeout=60, count=3)
+    ids = list(range(3000))
+    produce_events(kafka, topic, ids)
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends, 60, "every offset stored")
+    mark = w.log_size()
+    for f in kafka.admin.delete_topics([topic]).values():
+        f.result(timeout=60)
+    w.wait_log(r"topic does not exist|Unknown topic or partition|no longer available",
+               timeout=60, since=mark)
+    w.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = w.proc.wait(timeout=60)  # grace 20 s + the guard's 5 s, with room
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the worker did not exit after SIGTERM:\n" + w.log_text()[-3000:])
+    log = w.log_text()
+    assert rc in (0, 1), log[-3000:]
+    if rc == 1:
+        assert "did not close within 5000 ms" in log, log[-3000:]
+    else:
+        assert 'msg="copysink stopped"' in log, log[-3000:]
+    assert_events_exactly_once(database, ids)
+
+
 def test_write_when_idle(tmp_path, database, kafka, workers, copysink_bin):
     """write_when_idle = on, the default (the config leaves it out): with linger_ms at a
     minute, entries are written as soon as they arrive (the test above shows that nothing is
