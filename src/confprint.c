@@ -237,7 +237,10 @@ void cs_config_help(FILE *out)
 	      "\n[kafka]\n"
 	      "  any librdkafka property, passed as is (bootstrap.servers, group.id, ...)\n"
 	      "      env COPYSINK_KAFKA_<KEY> with '.' written '_' (COPYSINK_KAFKA_GROUP_ID),\n"
-	      "      -o kafka.<key>=...\n",
+	      "      -o kafka.<key>=...\n"
+	      "      unless set: enable.auto.commit=false (offsets live in PostgreSQL),\n"
+	      "      auto.offset.reset=earliest, reconnect.backoff.max.ms=1000 (librdkafka: 10000),\n"
+	      "      the prefetch queue from max_bytes (docs/OPERATIONS.md)\n",
 	      out);
 	for (int s = 1; s <= cs_conf_nsections; s++) {
 		const char *name = s < cs_conf_nsections ? cs_conf_sections[s] : "table";

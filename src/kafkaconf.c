@@ -56,6 +56,16 @@ rd_kafka_conf_t *cs_kafkaconf_new(const cs_config_t *cfg, bool producer, char *e
 			return NULL;
 		}
 	}
+	/* librdkafka doubles the wait before each reconnect up to reconnect.backoff.max.ms
+	 * (10 s by its default): after a broker restart of a few seconds the group coordinator's
+	 * connection stayed down up to 10 s longer, so the Kafka-side offset commits waited that
+	 * long, and a SIGTERM then found rd_kafka_consumer_close() waiting for them past the close
+	 * guard (main.c). 1 s brings every connection back within a second of the broker. */
+	if (cs_kafkaconf_default(conf, cfg, "reconnect.backoff.max.ms", "1000", errstr,
+				 errstr_size) != 0) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
 	rd_kafka_conf_set_log_cb(conf, log_cb);
 	return conf;
 }

@@ -417,6 +417,14 @@ class Servers:
     def kafka_restart(self):
         self._run("kafka.sh", "restart", self.kafka_dir)
 
+    def kafka_stop(self):
+        self._run("kafka.sh", "stop", self.kafka_dir)
+
+    def kafka_start(self):
+        with open(os.path.join(self.kafka_dir, "port")) as f:
+            port = f.read().strip()
+        self._run("kafka.sh", "start", self.kafka_dir, port)
+
 
 @pytest.fixture
 def servers():

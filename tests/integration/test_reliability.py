@@ -1,6 +1,7 @@
 """Reliability under real faults: killed workers, a stalled zombie, SIGTERM, a PostgreSQL
 outage, a broker restart, scaling the group up and down. An insert-only table (no conflict
 key) makes any duplicate visible as a second row."""
+import re
 import signal
 import subprocess
 import threading
@@ -348,6 +349,45 @@ def test_broker_restart(tmp_path, database, kafka, workers, copysink_bin, server
     ends = end_offsets(kafka, topic)
     wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 180, "catch-up")
     assert w.stop() == 0, w.log_text()[-3000:]
+    assert_events_exactly_once(database, list(range(3000)))
+
+
+# librdkafka's debug line for each reconnect it delays (debug context "broker")
+RECONNECT_DELAY = re.compile(r"Delaying next reconnect by (\d+)ms")
+
+
+def test_broker_outage_then_sigterm(tmp_path, database, kafka, workers, copysink_bin, servers):
+    """The broker stays down until the worker's consumer has failed to reconnect eight times,
+    long enough for librdkafka's doubling backoff to pass 1 s, then comes back. Every
+    connection of the worker waits at most reconnect.backoff.max.ms (copysink's default 1 s;
+    librdkafka's own, 10 s, left the group coordinator's connection down for up to 10 s after
+    the broker was back, and a SIGTERM then found the close waiting for the Kafka-side offset
+    commits queued on it past the close guard: exit 1). The worker catches up, exits 0 on
+    SIGTERM, and every entry is there once."""
+    topic = kafka.topic("events")
+    kafka.create_topics({topic: 3})
+    group = "g-" + kafka.prefix
+    config = events_config(tmp_path, "c.ini", kafka=kafka, conninfo=database, topic=topic,
+                           group=group, batch={"max_rows": 500, "linger_ms": 100},
+                           kafka_settings={"debug": "broker"})
+    migrate(copysink_bin, config)
+    w = workers(config).start(env={"COPYSINK_WORKER_LOG_LEVEL": "debug"})
+    produce_events(kafka, topic, range(0, 1500))
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 120, "catch-up")
+    mark = w.log_size()
+    servers.kafka_stop()
+    w.wait_log(r"Delaying next reconnect by \d+ms[^\n]*client=copysink#consumer", since=mark,
+               count=8, timeout=120)
+    servers.kafka_start()
+    produce_events(kafka, topic, range(1500, 3000))
+    ends = end_offsets(kafka, topic)
+    wait_for(lambda: stored_offsets(database, group) == ends or not w.alive(), 120,
+             "catch-up after the outage")
+    assert w.stop() == 0, w.log_text()[-3000:]
+    delays = [int(d) for d in RECONNECT_DELAY.findall(w.log_text())]
+    assert len(delays) >= 8, "no reconnect delays logged: nothing checked"
+    assert max(delays) <= 1000, f"a reconnect waited {max(delays)} ms: {sorted(delays)[-5:]}"
     assert_events_exactly_once(database, list(range(3000)))
 
 
