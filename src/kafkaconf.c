@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "copysink/log.h"
@@ -39,11 +40,23 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 		      rk ? rd_kafka_name(rk) : "", NULL);
 }
 
+/* copysink's reconnect.backoff.max.ms: 1000, or the file's reconnect.backoff.ms when larger. */
+static const char *backoff_max(const cs_config_t *cfg, char *buf, size_t size)
+{
+	long long first = 0;
+
+	for (int i = 0; i < cfg->nkafka; i++)
+		if (strcmp(cfg->kafka[i].key, "reconnect.backoff.ms") == 0)
+			first = strtoll(cfg->kafka[i].value, NULL, 10);
+	snprintf(buf, size, "%lld", first > 1000 ? first : 1000);
+	return buf;
+}
+
 rd_kafka_conf_t *cs_kafkaconf_new(const cs_config_t *cfg, bool producer, char *errstr,
 				  size_t errstr_size)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char why[512];
+	char why[512], backoff[32];
 
 	for (int i = 0; i < cfg->nkafka; i++) {
 		if (producer && is_consumer_only(cfg->kafka[i].key))
@@ -60,8 +73,11 @@ rd_kafka_conf_t *cs_kafkaconf_new(const cs_config_t *cfg, bool producer, char *e
 	 * (10 s by its default): after a broker restart of a few seconds the group coordinator's
 	 * connection stayed down up to 10 s longer, so the Kafka-side offset commits waited that
 	 * long, and a SIGTERM then found rd_kafka_consumer_close() waiting for them past the close
-	 * guard (main.c). 1 s brings every connection back within a second of the broker. */
-	if (cs_kafkaconf_default(conf, cfg, "reconnect.backoff.max.ms", "1000", errstr,
+	 * guard (main.c). 1 s brings every connection back within a second of the broker;
+	 * librdkafka refuses a maximum below reconnect.backoff.ms, so a larger first wait set in
+	 * the file is the maximum too. */
+	if (cs_kafkaconf_default(conf, cfg, "reconnect.backoff.max.ms",
+				 backoff_max(cfg, backoff, sizeof(backoff)), errstr,
 				 errstr_size) != 0) {
 		rd_kafka_conf_destroy(conf);
 		return NULL;
