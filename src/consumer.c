@@ -26,7 +26,7 @@ struct cs_consumer {
 	int nparts, parts_cap;
 	int last; /* index of the last message's partition in parts (a guess) */
 	cs_rebalance_t *events, **events_tail;
-	bool closing;  /* rd_kafka_consumer_close() is running: revocations are let go at once */
+	bool closing;  /* cs_consumer_close has begun: revocations are let go at once */
 	bool held;     /* cs_consumer_hold(true) in force */
 	bool brokers_down;    /* librdkafka reported all brokers down; cleared by a sign of life */
 	int64_t probe_at;     /* when to ask the brokers again (cs_consumer_probe), ms */
@@ -825,21 +825,30 @@ int cs_consumer_track_assignment(cs_consumer_t *c)
 	return rc;
 }
 
-void cs_consumer_destroy(cs_consumer_t *c)
+void cs_consumer_close(cs_consumer_t *c)
 {
-	if (c == NULL)
+	if (c == NULL || c->closing)
 		return;
 	cs_fetchwake_destroy(c->fw); /* before the consumer it queries */
+	c->fw = NULL;
+	c->closing = true;
 	if (c->rk != NULL) {
 		/* changes the loop did not act on: librdkafka waits for their assign calls */
 		while (c->events != NULL) {
 			let_go(c->rk, c->events->parts, c->events->assign);
 			pop_event(c);
 		}
-		c->closing = true;
 		rd_kafka_consumer_close(c->rk);
-		rd_kafka_destroy(c->rk);
 	}
+}
+
+void cs_consumer_destroy(cs_consumer_t *c)
+{
+	if (c == NULL)
+		return;
+	cs_consumer_close(c);
+	if (c->rk != NULL)
+		rd_kafka_destroy(c->rk);
 	while (c->events != NULL)
 		pop_event(c);
 	free(c->parts);

@@ -73,9 +73,12 @@ static void *close_guard_run(void *arg)
 	done = g->done;
 	pthread_mutex_unlock(&g->mu);
 	if (!done) {
-		cs_error("the Kafka and PostgreSQL clients did not close within %d ms of the loop's end: "
-			 "exiting without them; nothing is lost, what was not committed is read again by "
-			 "the next worker", CLOSE_TIMEOUT_MS);
+		const char *step = cs_worker_close_step();
+
+		cs_error("the Kafka and PostgreSQL clients did not close within %d ms of the loop's end "
+			 "(at: %s): exiting without them; nothing is lost, what was not committed is read "
+			 "again by the next worker", CLOSE_TIMEOUT_MS,
+			 step != NULL ? step : "stopping the metrics endpoint");
 		_exit(EXIT_FAILURE);
 	}
 	return NULL;

@@ -8,6 +8,7 @@
 #include "copysink/worker.h"
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1351,12 +1352,25 @@ fail:
 	return NULL;
 }
 
+/* The step cs_worker_destroy is in (one worker per process), read by cs_worker_close_step. */
+static _Atomic(const char *) close_step = NULL;
+
+const char *cs_worker_close_step(void)
+{
+	return atomic_load(&close_step);
+}
+
 void cs_worker_destroy(cs_worker_t *w)
 {
 	if (w == NULL)
 		return;
 	/* leaving the group revokes the partitions; the batches are empty or dropped by now */
+	atomic_store(&close_step, "closing the Kafka consumer (leaving the group, waiting for the "
+				  "Kafka copies of the offset commits)");
+	cs_consumer_close(w->cons);
+	atomic_store(&close_step, "destroying the Kafka consumer (rd_kafka_destroy)");
 	cs_consumer_destroy(w->cons);
+	atomic_store(&close_step, "closing the PostgreSQL connections");
 	for (int i = 0; w->lanes != NULL && i < w->nlanes; i++) {
 		lane_t *l = &w->lanes[i];
 
@@ -1370,7 +1384,9 @@ void cs_worker_destroy(cs_worker_t *w)
 	free(w->lanes);
 	cs_writer_destroy(w->ctl);
 	cs_replay_destroy(w->replay);
+	atomic_store(&close_step, "flushing and destroying the dead-letter producer");
 	cs_dlq_destroy(w->dlq);
 	cs_decoder_destroy(w->dec);
 	free(w);
+	atomic_store(&close_step, NULL);
 }

@@ -77,8 +77,12 @@ typedef enum cs_position {
 cs_consumer_t *cs_consumer_new(const cs_config_t *cfg, const cs_replay_opts_t *replay,
 			       int nlanes, cs_stats_t *stats, char *errstr, size_t errstr_size);
 
-/* Leave the group (librdkafka's close: a final revocation is let go at once) and free.
- * The loop must have written or dropped what it holds. NULL is a no-op. */
+/* Leave the group (librdkafka's close: a final revocation is let go at once); waits for the
+ * Kafka-side offset commits in flight. The loop must have written or dropped what it holds.
+ * Once only; cs_consumer_destroy does it when it was not done. NULL is a no-op. */
+void cs_consumer_close(cs_consumer_t *c);
+
+/* Close (when not done) and free. NULL is a no-op. */
 void cs_consumer_destroy(cs_consumer_t *c);
 
 /* The librdkafka handle, for the replay and the watermarks (borrowed). */

@@ -52,4 +52,8 @@ cs_err_t cs_worker_run(cs_worker_t *w, volatile sig_atomic_t *stop, char *errstr
 /* Close the consumer (leaving the group), the producer and the connections. NULL is a no-op. */
 void cs_worker_destroy(cs_worker_t *w);
 
+/* What cs_worker_destroy is doing now, e.g. "closing the Kafka consumer (...)", or NULL when
+ * it is not running. For a watchdog thread (main.c's close guard): thread-safe. */
+const char *cs_worker_close_step(void);
+
 #endif /* COPYSINK_WORKER_H */
