@@ -40,14 +40,15 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 		      rk ? rd_kafka_name(rk) : "", NULL);
 }
 
-/* copysink's reconnect.backoff.max.ms: 1000, or the file's reconnect.backoff.ms when larger. */
-static const char *backoff_max(const cs_config_t *cfg, char *buf, size_t size)
+/* copysink's reconnect.backoff.max.ms, in buf: 1000, or conf's reconnect.backoff.ms (the
+ * file's, already set and checked by librdkafka) when larger. */
+static const char *backoff_max(const rd_kafka_conf_t *conf, char *buf, size_t size)
 {
+	size_t n = size;
 	long long first = 0;
 
-	for (int i = 0; i < cfg->nkafka; i++)
-		if (strcmp(cfg->kafka[i].key, "reconnect.backoff.ms") == 0)
-			first = strtoll(cfg->kafka[i].value, NULL, 10);
+	if (rd_kafka_conf_get(conf, "reconnect.backoff.ms", buf, &n) == RD_KAFKA_CONF_OK)
+		first = strtoll(buf, NULL, 10);
 	snprintf(buf, size, "%lld", first > 1000 ? first : 1000);
 	return buf;
 }
@@ -77,7 +78,7 @@ rd_kafka_conf_t *cs_kafkaconf_new(const cs_config_t *cfg, bool producer, char *e
 	 * librdkafka refuses a maximum below reconnect.backoff.ms, so a larger first wait set in
 	 * the file is the maximum too. */
 	if (cs_kafkaconf_default(conf, cfg, "reconnect.backoff.max.ms",
-				 backoff_max(cfg, backoff, sizeof(backoff)), errstr,
+				 backoff_max(conf, backoff, sizeof(backoff)), errstr,
 				 errstr_size) != 0) {
 		rd_kafka_conf_destroy(conf);
 		return NULL;
